@@ -1,0 +1,1 @@
+"""Data handling: fingerprint, preprocessing, caching, patch sampling, augmentation, phantoms."""

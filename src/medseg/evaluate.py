@@ -1,0 +1,296 @@
+"""Folder of predicted masks vs folder of reference masks -> per-case, per-class metrics.
+
+    result = evaluate("runs/x/predictions", "data/kvasir-seg", csv_path="metrics.csv", json_path="summary.json")
+    print(result.table())
+
+Pairing is by file-name stem (``x.png`` predicts ``x.jpg``). The reference folder may be a mask
+folder or a dataset folder with ``labels/`` or ``masks/`` inside. Every reference needs a
+prediction; predictions without a reference are ignored with a warning.
+
+Values -> classes:
+
+* references: the dataset's `LabelMapping` when given (``mapping=``, e.g. the one stored in the
+  training run), else inferred over the whole reference folder (`medseg.io.labels`);
+* predictions: class-index masks as the predictor writes them (0..K-1) are taken as they are;
+  otherwise, when they store classes the references' way (e.g. 0/255 like the references) the
+  references' mapping is used, and failing that their own mapping is inferred over the
+  prediction folder (so 0/255 binary predictions work against 0/1 references).
+
+Metrics come from `medseg.metrics.overlap_metrics` (one-vs-rest per class, background included,
+never NaN). The summary gives, per class and metric, the mean, std (sample standard deviation,
+ddof=1; 0 for a single case), median, min, max and n over cases.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from medseg.errors import MedsegInputError
+from medseg.io.dataset import LABEL_DIR_NAMES, natural_key
+from medseg.io.labels import LabelMapping, infer_label_mapping
+from medseg.io.registry import case_stem, is_mask_file, read_mask
+
+__all__ = ["EvaluationResult", "evaluate", "default_class_names", "STATS"]
+
+STATS = ("mean", "std", "median", "min", "max", "n")
+PROGRESS_MIN_CASES = 50
+_TABLE_METRICS = (("dice", "Dice"), ("jaccard", "Jaccard"), ("accuracy", "Accuracy"),
+                  ("sensitivity", "Sensitivity"), ("specificity", "Specificity"))
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """``["background", "class1", "class2", ...]``."""
+    return ["background"] + [f"class{k}" for k in range(1, num_classes)]
+
+
+@dataclass
+class EvaluationResult:
+    """Per-case rows, per-class summary and the settings that produced them.
+
+    rows:     one dict per case per class: case, class (index), class_name, every metric,
+              ref_pixels and pred_pixels (voxels of the class in reference and prediction).
+    summary:  {class index: {"class_name": str, metric: {"mean", "std", "median", "min", "max", "n"}}}.
+    settings: folders, number of classes, class names, mappings, cases, ignored predictions.
+    """
+
+    rows: list[dict]
+    summary: dict[int, dict]
+    settings: dict = field(default_factory=dict)
+    metric_names: tuple[str, ...] = ("dice", "jaccard", "accuracy", "sensitivity", "specificity")
+
+    def table(self) -> str:
+        """Per-class table of mean ± std over cases."""
+        metrics = [(k, title) for k, title in _TABLE_METRICS if k in self.metric_names]
+        header = ["class", "n"] + [title for _, title in metrics]
+        lines = []
+        for k in sorted(self.summary):
+            s = self.summary[k]
+            n = s[metrics[0][0]]["n"] if metrics else 0
+            lines.append([f"{k} {s['class_name']}", str(n)]
+                         + [f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" for m, _ in metrics])
+        widths = [max(len(r[i]) for r in [header] + lines) for i in range(len(header))]
+        fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        out = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in lines]
+        return "\n".join(out)
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """One row per case per class."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        columns = ["case", "class", "class_name", *self.metric_names, "ref_pixels", "pred_pixels"]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            for row in self.rows:
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        return path
+
+    def to_json(self, path: str | os.PathLike) -> Path:
+        """Summary and settings."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"summary": {str(k): v for k, v in self.summary.items()}, "settings": self.settings}
+        path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+        return path
+
+
+def _json_default(o):
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _mask_folder(path: Path, role: str) -> Path:
+    if not path.exists():
+        raise MedsegInputError(path, f"{role} folder not found")
+    if not path.is_dir():
+        raise MedsegInputError(path, f"{role} must be a folder of masks")
+    wanted = {n.lower() for n in LABEL_DIR_NAMES}
+    inner = sorted(p for p in path.iterdir() if p.is_dir() and p.name.lower() in wanted)
+    if len(inner) > 1:
+        raise MedsegInputError(path, f"has several label folders ({', '.join(p.name for p in inner)}): keep one")
+    return inner[0] if inner else path
+
+
+def _masks_by_stem(folder: Path, role: str) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_file() or not is_mask_file(p):
+            continue
+        stem = case_stem(p)
+        if stem in found:
+            raise MedsegInputError(p, f"two {role} masks with the same name stem '{stem}' ({found[stem].name}, {p.name})")
+        found[stem] = p
+    if not found:
+        raise MedsegInputError(folder, f"holds no {role} mask files")
+    return found
+
+
+def _names(paths: Sequence[Path], limit: int = 10) -> str:
+    text = ", ".join(p.name for p in paths[:limit])
+    return text + (f" ... and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _values(raw: np.ndarray) -> set[int]:
+    if raw.dtype == np.uint8:
+        return {int(v) for v in np.nonzero(np.bincount(raw.ravel(), minlength=256))[0]}
+    return {int(v) for v in np.unique(raw)}
+
+
+def _prediction_mapping(union: set[int], paths: list[Path], ref_mapping: LabelMapping,
+                        num_classes: int) -> LabelMapping:
+    """How predicted values become classes (see the module docstring)."""
+    if union and min(union) >= 0 and max(union) < num_classes:
+        return LabelMapping("index", num_classes=num_classes)
+    if ref_mapping.mode == "levels" and union <= set(ref_mapping.values):
+        return ref_mapping
+    if ref_mapping.mode == "threshold":
+        return ref_mapping
+    return infer_label_mapping((p, read_mask(p)) for p in paths)
+
+
+def _scan(order: list[str], refs: dict[str, Path], preds: dict[str, Path], mapping: LabelMapping | None):
+    """One pass over the masks: the references' mapping (unless given) and the predicted values."""
+    union: set[int] = set()
+
+    def ref_masks():
+        bar = tqdm(order, desc="scanning masks", unit="case", disable=len(order) <= PROGRESS_MIN_CASES, leave=False)
+        for stem in bar:
+            union.update(_values(read_mask(preds[stem])))
+            if mapping is None:
+                yield refs[stem], read_mask(refs[stem])
+
+    if mapping is None:
+        mapping = infer_label_mapping(ref_masks())
+    else:
+        for _ in ref_masks():
+            pass
+    return mapping, union
+
+
+def _stats(values: list[float]) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return {"mean": math.nan, "std": math.nan, "median": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+        "median": float(np.median(a)),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "n": int(a.size),
+    }
+
+
+def evaluate(
+    pred_dir: str | os.PathLike,
+    label_dir: str | os.PathLike,
+    *,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | Mapping[int, str] | None = None,
+    csv_path: str | os.PathLike | None = None,
+    json_path: str | os.PathLike | None = None,
+    mapping: LabelMapping | dict | None = None,
+) -> EvaluationResult:
+    """Score every reference mask against the prediction with the same stem.
+
+    num_classes: K; default: the reference mapping's (or ``len(class_names)``).
+    class_names: one name per class (list, or {index: name}); default background, class1, ...
+    mapping:     the references' LabelMapping (or its dict); default: inferred from the references.
+    csv_path / json_path: where to write the per-case rows / summary + settings.
+    """
+    from medseg.metrics import METRIC_NAMES, overlap_metrics  # imported here: metrics may grow heavy deps
+
+    pred_root, ref_root = Path(pred_dir), Path(label_dir)
+    if not pred_root.exists():
+        raise MedsegInputError(pred_root, "prediction folder not found")
+    if not pred_root.is_dir():
+        raise MedsegInputError(pred_root, "predictions must be a folder of masks")
+    ref_folder = _mask_folder(ref_root, "reference")
+    refs = _masks_by_stem(ref_folder, "reference")
+    preds = _masks_by_stem(pred_root, "predicted")
+
+    order = sorted(refs, key=natural_key)
+    missing = [refs[s] for s in order if s not in preds]
+    if missing:
+        raise MedsegInputError(pred_root, f"{len(missing)} reference mask(s) have no prediction here: {_names(missing)}")
+    extra = [preds[s] for s in sorted(preds, key=natural_key) if s not in refs]
+    if extra:
+        warnings.warn(f"{pred_root}: {len(extra)} prediction(s) have no reference mask and are ignored: {_names(extra)}",
+                      stacklevel=2)
+
+    # values -> classes
+    if isinstance(mapping, dict):
+        mapping = LabelMapping.from_dict(mapping)
+    ref_mapping, pred_values = _scan(order, refs, preds, mapping)
+    names = None
+    if class_names is not None:
+        names = ([class_names[k] for k in sorted(class_names)] if isinstance(class_names, Mapping)
+                 else [str(n) for n in class_names])
+    if num_classes is None:
+        num_classes = len(names) if names is not None else ref_mapping.num_classes
+    num_classes = int(num_classes)
+    if num_classes < ref_mapping.num_classes and ref_mapping.mode != "index":
+        raise MedsegInputError(ref_folder, f"num_classes={num_classes} but the reference masks store "
+                                           f"{ref_mapping.num_classes} classes ({ref_mapping.describe()})")
+    if names is None:
+        names = default_class_names(num_classes)
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names given for {num_classes} classes")
+    pred_paths = [preds[s] for s in order]
+    pred_mapping = _prediction_mapping(pred_values, pred_paths, ref_mapping, num_classes)
+
+    rows: list[dict] = []
+    for stem in tqdm(order, desc="evaluating", unit="case", disable=len(order) <= PROGRESS_MIN_CASES, leave=False):
+        ref_path, pred_path = refs[stem], preds[stem]
+        ref = ref_mapping.apply_checked(read_mask(ref_path), ref_path)
+        pred = pred_mapping.apply_checked(read_mask(pred_path), pred_path)
+        if pred.shape != ref.shape:
+            raise MedsegInputError(
+                pred_path, f"prediction size {'x'.join(map(str, pred.shape))} differs from the reference's "
+                           f"{'x'.join(map(str, ref.shape))} ({ref_path})")
+        for arr, path, role in ((ref, ref_path, "reference"), (pred, pred_path, "prediction")):
+            if arr.size and int(arr.max()) >= num_classes:
+                raise MedsegInputError(path, f"{role} holds class {int(arr.max())}, but num_classes={num_classes}")
+        scores = overlap_metrics(pred, ref, num_classes)
+        ref_counts = np.bincount(ref.ravel(), minlength=num_classes)
+        pred_counts = np.bincount(pred.ravel(), minlength=num_classes)
+        for k in sorted(scores):
+            rows.append({"case": stem, "class": int(k), "class_name": names[k],
+                         **{m: float(scores[k][m]) for m in METRIC_NAMES},
+                         "ref_pixels": int(ref_counts[k]), "pred_pixels": int(pred_counts[k])})
+
+    classes = sorted({r["class"] for r in rows})
+    summary = {
+        k: {"class_name": names[k],
+            **{m: _stats([r[m] for r in rows if r["class"] == k]) for m in METRIC_NAMES}}
+        for k in classes
+    }
+    settings = {
+        "pred_dir": str(pred_root.resolve()),
+        "label_dir": str(ref_folder.resolve()),
+        "num_classes": num_classes,
+        "class_names": names,
+        "reference_mapping": ref_mapping.to_dict(),
+        "prediction_mapping": pred_mapping.to_dict(),
+        "cases": len(order),
+        "ignored_predictions": [p.name for p in extra],
+        "std": "sample standard deviation over cases (ddof=1)",
+    }
+    result = EvaluationResult(rows=rows, summary=summary, settings=settings, metric_names=tuple(METRIC_NAMES))
+    if csv_path is not None:
+        result.to_csv(csv_path)
+    if json_path is not None:
+        result.to_json(json_path)
+    return result

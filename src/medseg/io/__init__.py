@@ -1,0 +1,56 @@
+"""Reading and writing images and masks, and finding the cases of a dataset.
+
+Importing `medseg.io` registers every built-in file format with `medseg.io.registry`; callers use
+the generic functions re-exported here and never branch on file types:
+
+* `read_image`, `read_image_header`, `read_mask`, `write_mask`, `is_image_file`, `is_mask_file`;
+* `LabelMapping`, `infer_label_mapping`: stored mask values -> class indices (`medseg.io.labels`);
+* `CasePair`, `discover_pairs`, `validate_dataset`, `read_case`, `list_images` (`medseg.io.dataset`).
+
+A new format is a module that decorates its functions with `register_reader`,
+`register_mask_reader`, ... and is imported below.
+"""
+from medseg.io import registry
+from medseg.io import image2d  # noqa: F401  (registers PNG, JPEG, BMP, TIFF)
+# Further format modules (3D: NIfTI, NRRD, MHA, DICOM) are imported here, after image2d.
+from medseg.io.dataset import CasePair, discover_pairs, list_images, read_case, validate_dataset
+from medseg.io.labels import LabelMapping, infer_label_mapping
+from medseg.io.registry import (
+    IMAGE_SUFFIXES,
+    MASK_SUFFIXES,
+    case_stem,
+    is_image_file,
+    is_mask_file,
+    read_image,
+    read_image_header,
+    read_mask,
+    register_header_reader,
+    register_mask_reader,
+    register_mask_writer,
+    register_reader,
+    write_mask,
+)
+
+__all__ = [
+    "registry",
+    "IMAGE_SUFFIXES",
+    "MASK_SUFFIXES",
+    "register_reader",
+    "register_header_reader",
+    "register_mask_reader",
+    "register_mask_writer",
+    "read_image",
+    "read_image_header",
+    "read_mask",
+    "write_mask",
+    "is_image_file",
+    "is_mask_file",
+    "case_stem",
+    "LabelMapping",
+    "infer_label_mapping",
+    "CasePair",
+    "discover_pairs",
+    "validate_dataset",
+    "read_case",
+    "list_images",
+]

@@ -1,0 +1,114 @@
+"""Overlay pictures: a scan with the predicted mask filled in colour and the reference as a contour.
+
+Prediction: semi-transparent fill plus a solid outline, one palette colour per class.
+Reference (ground truth): outline only, in REF_COLOUR (yellow, absent from the palette), so where
+the two disagree is visible at a glance. Class 0 is background and is never drawn.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+# Classes 1, 2, ... take PALETTE[0], PALETTE[1], ... (cycling after 10): well separated hues,
+# none of them yellow or white, so the reference contour stands out against any of them.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (60, 180, 75),    # green
+    (230, 25, 75),    # red
+    (0, 130, 200),    # blue
+    (245, 130, 48),   # orange
+    (145, 30, 180),   # purple
+    (70, 240, 240),   # cyan
+    (240, 50, 230),   # magenta
+    (0, 128, 128),    # teal
+    (170, 110, 40),   # brown
+    (128, 0, 0),      # maroon
+)
+REF_COLOUR: tuple[int, int, int] = (255, 255, 0)  # yellow
+
+
+def class_colour(class_index: int) -> tuple[int, int, int]:
+    """Palette colour of a foreground class (1-based, as in label maps)."""
+    if class_index < 1:
+        raise ValueError(f"class {class_index} is background and has no colour")
+    return PALETTE[(class_index - 1) % len(PALETTE)]
+
+
+def outline_width(height: int, width: int) -> int:
+    """Outline thickness in pixels: 1 up to ~640 px, thicker on large images (e.g. 1080p endoscopy)."""
+    return 1 + max(height, width) // 640
+
+
+def overlay(
+    image: np.ndarray, pred: np.ndarray | None = None, ref: np.ndarray | None = None, alpha: float = 0.35,
+) -> np.ndarray:
+    """RGB uint8 (H, W, 3) picture of `image` with `pred` filled + outlined and `ref` outlined.
+
+    image: (H, W) or (C, H, W) channels-first; 3 channels are shown as RGB, otherwise the
+    first channel as grey. Float images are rescaled with their 1/99 percentiles; uint8 images
+    are taken as display-ready. pred / ref: (H, W) integer class maps.
+    """
+    rgb = _display_rgb(np.asarray(image))
+    height, width = rgb.shape[:2]
+    for name, mask in (("pred", pred), ("ref", ref)):
+        if mask is not None and np.shape(mask) != (height, width):
+            raise ValueError(f"{name} shape {np.shape(mask)} differs from image size {(height, width)}")
+    thickness = outline_width(height, width)
+    out = rgb.astype(np.float32)
+
+    if pred is not None:
+        pred = np.asarray(pred).astype(np.int64)
+        classes = [int(k) for k in np.unique(pred) if k > 0]
+        for k in classes:
+            region = pred == k
+            out[region] = (1.0 - alpha) * out[region] + alpha * np.array(class_colour(k), np.float32)
+        for k in classes:
+            out[_outline(pred == k, thickness)] = class_colour(k)
+    if ref is not None:
+        ref = np.asarray(ref).astype(np.int64)
+        for k in np.unique(ref):
+            if k > 0:
+                out[_outline(ref == k, thickness)] = REF_COLOUR
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def save_overlay(
+    path: Path, image: np.ndarray, pred: np.ndarray | None = None, ref: np.ndarray | None = None, **kw,
+) -> Path:
+    """Write overlay(image, pred, ref, **kw) as a PNG (parent folders are made) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(overlay(image, pred, ref, **kw)).save(path, format="PNG")
+    return path
+
+
+def _display_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 view of a (H, W) or (C, H, W) image."""
+    if image.ndim == 3:
+        image = image if image.shape[0] == 3 else image[0]
+    elif image.ndim != 2:
+        raise ValueError(f"overlay needs a 2D image (H, W) or (C, H, W); got shape {image.shape}")
+    if image.dtype != np.uint8:
+        image = _rescale(image.astype(np.float64))
+    return np.ascontiguousarray(np.moveaxis(image, 0, -1) if image.ndim == 3 else np.stack([image] * 3, axis=-1))
+
+
+def _rescale(image: np.ndarray) -> np.ndarray:
+    """Map the 1st..99th percentile to 0..255 (one scale for all channels, so colours keep their balance)."""
+    finite = np.isfinite(image)
+    if not finite.any():
+        return np.zeros(image.shape, np.uint8)
+    lo, hi = np.percentile(image[finite], [1, 99])
+    if hi <= lo:  # flat or nearly flat image: fall back to the full range
+        lo, hi = image[finite].min(), image[finite].max()
+    if hi <= lo:
+        return np.zeros(image.shape, np.uint8)
+    scaled = np.clip((np.nan_to_num(image, nan=lo) - lo) / (hi - lo), 0.0, 1.0)
+    return np.round(scaled * 255).astype(np.uint8)
+
+
+def _outline(mask: np.ndarray, thickness: int) -> np.ndarray:
+    """Inner boundary band of a mask; regions touching the image edge get no line along that edge."""
+    return mask & ~ndimage.binary_erosion(mask, iterations=thickness, border_value=1)

@@ -1,0 +1,212 @@
+"""medseg.evaluate: folder of predictions vs folder of references."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medseg.errors import MedsegInputError
+
+try:  # medseg.metrics is written by another engineer; stand in for it until it exists
+    import medseg.metrics  # noqa: F401
+except ImportError:  # pragma: no cover
+    _m = types.ModuleType("medseg.metrics")
+    _m.METRIC_NAMES = ("dice", "jaccard", "accuracy", "sensitivity", "specificity")
+
+    def _overlap(pred, ref, num_classes, ignore_index=None):
+        out = {}
+        for k in range(num_classes):
+            p, r = pred == k, ref == k
+            tp, fp, fn = int((p & r).sum()), int((p & ~r).sum()), int((~p & r).sum())
+            tn = p.size - tp - fp - fn
+            ratio = lambda a, b, e: a / b if b else e
+            out[k] = {"dice": ratio(2 * tp, 2 * tp + fp + fn, 1.0), "jaccard": ratio(tp, tp + fp + fn, 1.0),
+                      "accuracy": ratio(tp + tn, p.size, 1.0), "sensitivity": ratio(tp, tp + fn, 1.0),
+                      "specificity": ratio(tn, tn + fp, 1.0)}
+        return out
+
+    _m.overlap_metrics = _overlap
+    sys.modules["medseg.metrics"] = _m
+
+from medseg.evaluate import EvaluationResult, evaluate  # noqa: E402
+from medseg.io.labels import LabelMapping  # noqa: E402
+
+DATA = Path(os.environ.get("MEDSEG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def real_dataset(name: str) -> Path:
+    path = DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real dataset {path} not available")
+    return path
+
+
+def write(path: Path, array) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
+    return path
+
+
+def square(top: int, left: int, size: int = 4, shape=(10, 10)) -> np.ndarray:
+    m = np.zeros(shape, np.uint8)
+    m[top:top + size, left:left + size] = 1
+    return m
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Two cases, hand-checkable.
+
+    shifted: reference = 4x4 square (16 px), prediction = same square 2 columns right ->
+             overlap 8 px: Dice = 2*8/(16+16) = 0.5, Jaccard = 8/24 = 1/3, sensitivity 0.5,
+             background: 100-16 = 84 px each, overlap 76: Dice 152/168; accuracy (100 - 8 FP - 8 FN)/100.
+    exact:   prediction == reference: every metric 1.
+    References are stored 0/255 (a "levels" dataset), predictions 0/1 (class indices).
+    """
+    labels, preds = tmp_path / "labels", tmp_path / "preds"
+    write(labels / "shifted.png", square(3, 3) * 255)
+    write(preds / "shifted.png", square(3, 5))
+    write(labels / "exact.png", square(1, 1) * 255)
+    write(preds / "exact.png", square(1, 1))
+    return preds, labels
+
+
+def test_hand_checked_dice(folders, tmp_path):
+    preds, labels = folders
+    result = evaluate(preds, labels, csv_path=tmp_path / "out" / "metrics.csv", json_path=tmp_path / "out" / "s.json")
+    assert isinstance(result, EvaluationResult)
+    rows = {(r["case"], r["class"]): r for r in result.rows}
+    assert len(rows) == 4
+    shifted = rows[("shifted", 1)]
+    assert shifted["class_name"] == "class1"
+    assert shifted["dice"] == pytest.approx(0.5)
+    assert shifted["jaccard"] == pytest.approx(1 / 3)
+    assert shifted["sensitivity"] == pytest.approx(0.5)
+    assert shifted["specificity"] == pytest.approx(76 / 84)
+    assert shifted["accuracy"] == pytest.approx(84 / 100)  # 8 FP + 8 FN wrong pixels
+    assert (shifted["ref_pixels"], shifted["pred_pixels"]) == (16, 16)
+    assert rows[("shifted", 0)]["dice"] == pytest.approx(2 * 76 / 168)
+    assert rows[("shifted", 0)]["class_name"] == "background"
+    assert all(v == 1.0 for k, v in rows[("exact", 1)].items() if k in ("dice", "jaccard", "specificity"))
+
+    dice = result.summary[1]["dice"]
+    assert dice["mean"] == pytest.approx(0.75) and dice["n"] == 2
+    assert dice["std"] == pytest.approx(np.std([0.5, 1.0], ddof=1))
+    assert (dice["min"], dice["max"], dice["median"]) == (0.5, 1.0, 0.75)
+    assert result.summary[1]["class_name"] == "class1"
+
+    table = result.table()
+    for word in ("Dice", "Jaccard", "Accuracy", "Sensitivity", "Specificity", "background", "class1"):
+        assert word in table
+    assert "0.750 ± 0.354" in table
+
+    with open(tmp_path / "out" / "metrics.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == 4
+    assert {"case", "class", "class_name", "dice", "jaccard", "accuracy", "sensitivity", "specificity"} <= set(csv_rows[0])
+    assert float(next(r for r in csv_rows if r["case"] == "shifted" and r["class"] == "1")["dice"]) == pytest.approx(0.5)
+    saved = json.loads((tmp_path / "out" / "s.json").read_text())
+    assert saved["summary"]["1"]["dice"]["mean"] == pytest.approx(0.75)
+    assert saved["settings"]["num_classes"] == 2 and saved["settings"]["cases"] == 2
+    assert saved["settings"]["reference_mapping"] == {"mode": "levels", "values": [0, 255], "threshold": None,
+                                                      "num_classes": 2}
+
+
+def test_binary_255_predictions_and_dataset_folder_as_reference(tmp_path):
+    labels = tmp_path / "data" / "masks"
+    write(labels / "a.png", square(3, 3))  # references stored as class indices 0/1
+    write(tmp_path / "data" / "images" / "a.png", np.zeros((10, 10)))
+    write(tmp_path / "preds" / "a.png", square(3, 5) * 255)  # a 0/255 prediction from another tool
+    result = evaluate(tmp_path / "preds", tmp_path / "data")  # a dataset folder: masks/ inside is used
+    assert result.rows[1]["dice"] == pytest.approx(0.5)
+    assert result.settings["prediction_mapping"]["mode"] == "levels"
+
+
+def test_names_classes_mapping_and_extra_predictions(folders):
+    preds, labels = folders
+    write(preds / "leftover.png", square(0, 0))
+    with pytest.warns(UserWarning, match="leftover.png"):
+        result = evaluate(preds, labels, num_classes=3, class_names=["bg", "polyp", "tool"],
+                          mapping={"mode": "levels", "values": [0, 255]})
+    assert {r["case"] for r in result.rows} == {"shifted", "exact"}
+    assert sorted(result.summary) == [0, 1, 2]
+    assert result.summary[2]["class_name"] == "tool"
+    assert result.summary[2]["dice"]["mean"] == 1.0  # absent from both: 1 by convention, never NaN
+    assert "polyp" in result.table()
+    assert result.settings["ignored_predictions"] == ["leftover.png"]
+    (preds / "leftover.png").unlink()
+    same = evaluate(preds, labels, mapping=LabelMapping("levels", values=[0, 255]))
+    assert same.summary[1]["dice"]["mean"] == pytest.approx(0.75)
+
+
+def test_missing_prediction_is_an_error_listing_it(folders):
+    preds, labels = folders
+    (preds / "exact.png").unlink()
+    with pytest.raises(MedsegInputError) as e:
+        evaluate(preds, labels)
+    assert "exact.png" in str(e.value) and "no prediction" in str(e.value)
+
+
+def test_size_mismatch_and_bad_inputs(folders, tmp_path):
+    preds, labels = folders
+    write(preds / "exact.png", np.zeros((8, 10)))
+    with pytest.raises(MedsegInputError) as e:
+        evaluate(preds, labels)
+    assert "exact.png" in str(e.value) and "8x10" in str(e.value) and "10x10" in str(e.value)
+
+    write(preds / "exact.png", square(1, 1) * 2)  # class 2 in a binary evaluation
+    with pytest.raises(MedsegInputError) as e:
+        evaluate(preds, labels)
+    assert "exact.png" in str(e.value)
+
+    with pytest.raises(MedsegInputError) as e:
+        evaluate(tmp_path / "nowhere", labels)
+    assert "nowhere" in str(e.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MedsegInputError) as e:
+        evaluate(preds, tmp_path / "empty")
+    assert "empty" in str(e.value)
+
+    write(labels / "odd.png", np.full((10, 10), 128))  # a reference value the given mapping does not know
+    write(preds / "odd.png", np.zeros((10, 10)))
+    write(preds / "exact.png", square(1, 1))
+    with pytest.raises(MedsegInputError) as e:
+        evaluate(preds, labels, mapping=LabelMapping("levels", values=[0, 255]))
+    assert "odd.png" in str(e.value) and "128" in str(e.value)
+
+
+def test_progress_bar_for_many_cases(tmp_path, capsys):
+    for i in range(55):
+        write(tmp_path / "labels" / f"{i}.png", square(i % 5, 2))
+        write(tmp_path / "preds" / f"{i}.png", square(i % 5, 2))
+    result = evaluate(tmp_path / "preds", tmp_path / "labels")
+    assert "evaluating" in capsys.readouterr().err
+    assert result.summary[1]["dice"]["mean"] == 1.0 and result.summary[1]["dice"]["n"] == 55
+    assert [r["case"] for r in result.rows[:6:2]] == ["0", "1", "2"]  # natural order
+
+
+def test_real_data_isbi_against_itself_and_kvasir_subset(tmp_path):
+    isbi = real_dataset("isbi2012-membrane")
+    result = evaluate(isbi / "labels", isbi)
+    assert result.summary[1]["dice"]["n"] == 30 and result.summary[1]["dice"]["min"] == 1.0
+
+    kvasir = real_dataset("kvasir-seg")
+    refs = sorted((kvasir / "masks").glob("*.jpg"))[:5]
+    for f in refs:  # copies: the shared data is never touched
+        shutil.copy(f, tmp_path / f.name)
+        raw = np.asarray(Image.open(f))[..., 0]
+        write(tmp_path / "preds" / f"{f.stem}.png", raw >= 128)  # a perfect class-index prediction
+    (tmp_path / "refs").mkdir()
+    for f in refs:
+        (tmp_path / f.name).rename(tmp_path / "refs" / f.name)
+    result = evaluate(tmp_path / "preds", tmp_path / "refs")
+    assert result.settings["reference_mapping"]["mode"] == "threshold"
+    assert result.summary[1]["dice"]["mean"] == 1.0
