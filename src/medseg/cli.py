@@ -1,0 +1,141 @@
+"""The `medseg` command: a thin layer over the Python functions of the same names."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import MedsegInputError
+
+EPILOG = """\
+typical use:
+  medseg train DATA --out RUN --minutes 10     DATA holds images/ and labels/ (or masks/)
+  medseg predict RUN NEW_IMAGES --out PRED      one mask + one overlay per image
+  medseg evaluate PRED LABELS                   per-class Dice, Jaccard, ... (CSV + JSON)
+  medseg demo                                   all of the above on synthetic data, ~3 min
+"""
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.replace("x", ",").split(",") if v)
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to compute; auto picks CUDA when a GPU is present (default: auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medseg", description="Medical image segmentation: train a U-Net on labelled images, "
+        "predict new ones, evaluate and draw the results.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train a model on a labelled dataset",
+                       description="Train a U-Net on DATA (images/ + labels/ or masks/, same file stems). "
+                       "The whole dataset is checked before training starts. Writes RUN/ with checkpoints "
+                       "(best.pt, last.pt), log.csv, learning_curves.png and run.json.")
+    p.add_argument("data", type=Path, help="dataset folder with images/ and labels/ (or masks/)")
+    p.add_argument("--out", type=Path, required=True, help="run folder to create (must be new or empty)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, help="number of epochs (of --iterations-per-epoch steps)")
+    budget.add_argument("--minutes", type=float, help="wall-clock budget including loading and validation "
+                        "(default when neither is given: 10)")
+    p.add_argument("--val-fraction", type=float, help="fraction of cases held out for validation "
+                   "(default: 0.2, at most 50 cases; 0 for none)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and augmentation")
+    p.add_argument("--model", default="unet", help="unet (default, light) or classic (the original 31M-parameter U-Net)")
+    p.add_argument("--features", type=_int_tuple, help="channels per level of the unet, e.g. 32,64,128,256,512")
+    p.add_argument("--norm", choices=["batch", "instance", "group", "none"], help="normalisation layers of the unet")
+    p.add_argument("--loss", choices=["dice+ce", "dice", "dice-squared", "ce", "weighted-dice"],
+                   help="training loss (default dice+ce; weighted-dice uses inverse class frequency)")
+    p.add_argument("--batch-size", type=int, help="patches per step")
+    p.add_argument("--patch-size", type=_int_tuple, help="training patch, e.g. 256x256 (default: from the data)")
+    p.add_argument("--image-size", help="longer side of the working grid: auto (default), native, or a number")
+    p.add_argument("--iterations-per-epoch", type=int, help="steps between validations/checkpoints")
+    p.add_argument("--lr", type=float, help="initial learning rate of Adam")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto measures whether bf16 is faster here")
+    p.add_argument("--no-augment", action="store_true", help="switch off augmentation")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    _add_device(p)
+
+    p = sub.add_parser("predict", help="segment new images with a trained run",
+                       description="Writes OUT/<stem>.png (class indices 0..K-1, same size as the input) "
+                       "and OUT/overlays/<stem>.png for every input image.")
+    p.add_argument("run", type=Path, help="run folder made by `medseg train`")
+    p.add_argument("input", type=Path, help="an image file or a folder of images")
+    p.add_argument("--out", type=Path, required=True, help="folder for the masks")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which weights (default best)")
+    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap for large images (default 0.5)")
+    p.add_argument("--mirror", action="store_true", help="test-time augmentation: average over flips (slower)")
+    p.add_argument("--no-overlays", action="store_true", help="skip the overlay pictures")
+    p.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
+    _add_device(p)
+
+    p = sub.add_parser("evaluate", help="compare predicted masks with reference masks",
+                       description="Per-class Dice, Jaccard, pixel accuracy, sensitivity and specificity per case; "
+                       "prints mean ± std per class, writes per-case rows (CSV) and a summary (JSON).")
+    p.add_argument("pred", type=Path, help="folder of predicted masks")
+    p.add_argument("labels", type=Path, help="folder of reference masks (or a dataset folder with labels/)")
+    p.add_argument("--json", type=Path, help="summary JSON (default PRED/evaluation.json)")
+    p.add_argument("--csv", type=Path, help="per-case CSV (default PRED/evaluation.csv)")
+    p.add_argument("--num-classes", type=int, help="number of classes (default: from the masks)")
+
+    p = sub.add_parser("demo", help="synthetic end-to-end demo: data, training, prediction, evaluation, report",
+                       description="Makes phantom images, trains ~2 minutes, predicts, evaluates and writes "
+                       "OUT/report/index.html. Nothing is downloaded.")
+    p.add_argument("--out", type=Path, default=Path("demo_run"), help="output folder (default demo_run)")
+    p.add_argument("--minutes", type=float, default=2.0, help="training budget (default 2)")
+    _add_device(p)
+    return parser
+
+
+def _train_options(args: argparse.Namespace) -> dict:
+    names = {"epochs": "epochs", "minutes": "minutes", "val_fraction": "val_fraction", "seed": "seed",
+             "model": "model", "features": "features", "norm": "norm", "loss": "loss", "batch_size": "batch_size",
+             "patch_size": "patch_size", "iterations_per_epoch": "iterations_per_epoch", "lr": "lr",
+             "precision": "precision", "device": "device"}
+    options = {key: getattr(args, attr) for attr, key in names.items() if getattr(args, attr) is not None}
+    if args.image_size is not None:
+        options["image_size"] = None if args.image_size == "native" else (
+            "auto" if args.image_size == "auto" else int(args.image_size))
+    if args.no_augment:
+        options["augment"] = False
+    if "epochs" not in options and "minutes" not in options and not args.resume:
+        options["minutes"] = 10.0
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import api  # heavy imports (torch) only after argument parsing, so --help is instant
+    try:
+        if args.command == "train":
+            run = api.train(args.data, args.out, resume=args.resume, **_train_options(args))
+            print(f"run written to {run} (checkpoints/, log.csv, learning_curves.png, run.json)")
+        elif args.command == "predict":
+            written = api.predict(args.run, args.input, args.out, device=args.device, checkpoint=args.checkpoint,
+                                  overlap=args.overlap, mirror=args.mirror, overlays=not args.no_overlays,
+                                  overwrite=args.overwrite)
+            print(f"{len(written)} mask(s) written to {args.out}")
+        elif args.command == "evaluate":
+            result = api.evaluate(args.pred, args.labels, num_classes=args.num_classes,
+                                  csv_path=args.csv or args.pred / "evaluation.csv",
+                                  json_path=args.json or args.pred / "evaluation.json")
+            print(result.table())
+            print(f"per-case rows: {args.csv or args.pred / 'evaluation.csv'}; summary: {args.json or args.pred / 'evaluation.json'}")
+        elif args.command == "demo":
+            report = api.demo(args.out, minutes=args.minutes, device=args.device)
+            print(f"report: {report}")
+    except (MedsegInputError, FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"medseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; a training run can continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

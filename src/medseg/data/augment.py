@@ -1,0 +1,121 @@
+"""Patch sampling with on-the-fly augmentation, for 2D and 3D alike.
+
+Crop, rotation, scaling and flips are folded into one affine map per patch and applied with a
+single `grid_sample` from the whole case, so augmentation costs one interpolation of the patch
+(not of the image) and never introduces black corners inside the image: outside it, content is
+mirrored. Labels use nearest-neighbour sampling through the same map. Intensity changes
+(brightness, contrast, gamma, noise) follow. Everything draws from one seeded `torch.Generator`,
+so a run is reproducible with `--seed`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AugmentConfig:
+    """Probabilities and ranges of each augmentation (per patch)."""
+
+    p_rotate: float = 0.5
+    max_rotation_deg: float = 180.0   # 2D; 3D uses max_rotation_deg_3d about each axis
+    max_rotation_deg_3d: float = 30.0
+    p_scale: float = 0.3
+    scale_range: tuple[float, float] = (0.75, 1.33)
+    p_flip: float = 0.5               # per axis
+    p_brightness: float = 0.15
+    p_contrast: float = 0.15
+    p_gamma: float = 0.3
+    p_noise: float = 0.1
+    enabled: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+
+def _chance(gen: torch.Generator, p: float) -> bool:
+    return p > 0 and float(torch.rand((), generator=gen)) < p
+
+
+def _rotation(dims: int, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    if dims == 2:
+        a = math.radians(_uniform(gen, -cfg.max_rotation_deg, cfg.max_rotation_deg))
+        return torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=torch.float64)
+    rot = torch.eye(3, dtype=torch.float64)
+    for axis in range(3):
+        a = math.radians(_uniform(gen, -cfg.max_rotation_deg_3d, cfg.max_rotation_deg_3d))
+        i, j = [k for k in range(3) if k != axis]
+        r = torch.eye(3, dtype=torch.float64)
+        r[i, i] = r[j, j] = math.cos(a)
+        r[i, j], r[j, i] = -math.sin(a), math.sin(a)
+        rot = rot @ r
+    return rot
+
+
+def spatial_transform(dims: int, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    """A random (dims x dims) matrix in voxel units: rotation, isotropic scale and flips."""
+    matrix = torch.eye(dims, dtype=torch.float64)
+    if not cfg.enabled:
+        return matrix
+    if _chance(gen, cfg.p_rotate):
+        matrix = _rotation(dims, gen, cfg) @ matrix
+    if _chance(gen, cfg.p_scale):
+        matrix = matrix * _uniform(gen, *cfg.scale_range)
+    for axis in range(dims):
+        if _chance(gen, cfg.p_flip):
+            matrix[:, axis] *= -1
+    return matrix
+
+
+def sample_patch(
+    image: torch.Tensor,
+    label: torch.Tensor | None,
+    centre: torch.Tensor,
+    patch_size: tuple[int, ...],
+    matrix: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Resample a patch of `patch_size` centred at `centre` (voxel coords) through `matrix`.
+
+    Output voxel offset d (from the patch centre) reads input voxel `centre + matrix @ d`.
+    """
+    size_in = torch.tensor(image.shape[1:], dtype=torch.float64)
+    half_out = torch.tensor(patch_size, dtype=torch.float64) / 2
+    # normalised output coords u in [-1, 1] -> offset d = u * P/2 -> input voxel -> normalised input
+    to_norm = torch.diag(2.0 / size_in)
+    linear = to_norm @ matrix @ torch.diag(half_out)
+    shift = to_norm @ centre.to(torch.float64) + 1.0 / size_in - 1.0
+    # affine_grid orders coordinates x, y(, z): reverse the array-axis order
+    theta = torch.cat([linear.flip(0).flip(1), shift.flip(0)[:, None]], dim=1)[None].float()
+    grid = F.affine_grid(theta, [1, 1, *patch_size], align_corners=False)
+    patch = F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)[0]
+    patch_label = None
+    if label is not None:
+        patch_label = F.grid_sample(label[None, None].float(), grid, mode="nearest",
+                                    padding_mode="reflection", align_corners=False)[0, 0].to(torch.long)
+    return patch, patch_label
+
+
+def augment_intensity(patch: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    """Brightness, contrast, gamma and noise on a z-scored (C, *spatial) patch."""
+    if not cfg.enabled:
+        return patch
+    if _chance(gen, cfg.p_brightness):
+        patch = patch * _uniform(gen, 0.75, 1.25)
+    if _chance(gen, cfg.p_contrast):
+        mean = patch.mean()
+        patch = (patch - mean) * _uniform(gen, 0.75, 1.25) + mean
+    if _chance(gen, cfg.p_gamma):
+        lo, hi = patch.min(), patch.max()
+        span = (hi - lo).clamp_min(1e-6)
+        patch = ((patch - lo) / span).pow(_uniform(gen, 0.7, 1.5)) * span + lo
+    if _chance(gen, cfg.p_noise):
+        sigma = _uniform(gen, 0.0, 0.1)
+        patch = patch + sigma * torch.randn(patch.shape, generator=gen)
+    return patch

@@ -1,0 +1,134 @@
+"""Training batches: random augmented patches from in-memory cases, made in the background.
+
+A third of the patches (by default) are centred on a labelled (non-background) voxel, so small
+structures are seen often enough to be learned. Each epoch draws from a generator seeded by
+(seed, epoch), which makes a resumed run see exactly the batches the uninterrupted run would
+have, and lets a background thread prepare batches while the network trains.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from .augment import AugmentConfig, augment_intensity, sample_patch, spatial_transform
+
+MAX_FOREGROUND_POINTS = 20000
+
+
+def foreground_points(label: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Up to MAX_FOREGROUND_POINTS coordinates (N, dims) of voxels with a label > 0."""
+    points = torch.nonzero(label > 0)
+    if len(points) > MAX_FOREGROUND_POINTS:
+        points = points[torch.randperm(len(points), generator=gen)[:MAX_FOREGROUND_POINTS]]
+    return points
+
+
+class PatchSampler:
+    """Draws (image, label) batches of `patch_size` patches from cases held in memory."""
+
+    def __init__(
+        self,
+        images: Sequence[torch.Tensor],
+        labels: Sequence[torch.Tensor],
+        patch_size: Sequence[int],
+        batch_size: int,
+        augment: AugmentConfig,
+        seed: int = 0,
+        foreground_fraction: float = 1 / 3,
+    ):
+        if not images:
+            raise ValueError("no training cases")
+        self.images, self.labels = list(images), list(labels)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.batch_size = batch_size
+        self.augment = augment
+        self.seed = seed
+        self.foreground_fraction = foreground_fraction
+        gen = torch.Generator().manual_seed(seed)
+        self.points = [foreground_points(lab, gen) for lab in self.labels]
+
+    def _centre(self, index: int, gen: torch.Generator) -> torch.Tensor:
+        shape = torch.tensor(self.images[index].shape[1:], dtype=torch.float64)
+        points = self.points[index]
+        if len(points) and float(torch.rand((), generator=gen)) < self.foreground_fraction:
+            return points[int(torch.randint(len(points), (), generator=gen))].to(torch.float64)
+        half = torch.tensor(self.patch_size, dtype=torch.float64) / 2
+        lo = torch.minimum(half - 0.5, (shape - 1) / 2)
+        hi = torch.maximum(shape - half - 0.5, (shape - 1) / 2)
+        return lo + (hi - lo) * torch.rand(len(shape), generator=gen, dtype=torch.float64)
+
+    def batch(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        dims = len(self.patch_size)
+        for _ in range(self.batch_size):
+            index = int(torch.randint(len(self.images), (), generator=gen))
+            matrix = spatial_transform(dims, gen, self.augment)
+            x, y = sample_patch(self.images[index], self.labels[index], self._centre(index, gen),
+                                self.patch_size, matrix)
+            xs.append(augment_intensity(x, gen, self.augment))
+            ys.append(y)
+        return torch.stack(xs), torch.stack(ys)
+
+    def epoch(self, epoch: int, iterations: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        with torch.no_grad():
+            for _ in range(iterations):
+                yield self.batch(gen)
+
+
+class Prefetcher:
+    """Runs an iterator in a background thread, a few items ahead; records the time spent waiting.
+
+    `waited_s` is the time the consumer spent blocked: if it grows, data loading is the bottleneck.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Iterator, depth: int = 3):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self.waited_s = 0.0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(source,), daemon=True)
+        self._thread.start()
+
+    def _run(self, source: Iterator) -> None:
+        try:
+            for item in source:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as exc:  # surfaced in the consumer's thread
+            self._error = exc
+        self._queue.put(self._END)
+
+    def __iter__(self) -> "Prefetcher":
+        return self
+
+    def __next__(self):
+        start = time.perf_counter()
+        item = self._queue.get()
+        self.waited_s += time.perf_counter() - start
+        if item is self._END:
+            if self._error is not None:
+                raise self._error
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        self._thread.join(timeout=5)

@@ -1,0 +1,61 @@
+"""Pick the device and the arithmetic precision, measuring rather than assuming.
+
+bf16 autocast doubles convolution speed on CPUs with native bf16 (AVX512-BF16, AMX) but is
+many times slower where it is emulated (plain AVX2), so on CPU `auto` runs a short timed probe
+of the actual model and keeps bf16 only if it wins.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` -> CUDA when present, else CPU; `cuda` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but PyTorch sees no CUDA GPU (use --device cpu or auto)")
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _time_step(model: nn.Module, sample: torch.Tensor, dtype: torch.dtype | None, repeats: int = 2) -> float:
+    def step() -> None:
+        with torch.autocast(sample.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(sample)
+        out.float().mean().backward()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    model.zero_grad(set_to_none=True)
+    return (time.perf_counter() - start) / repeats
+
+
+def choose_precision(requested: str, device: torch.device, model: nn.Module | None = None,
+                     sample: torch.Tensor | None = None) -> torch.dtype | None:
+    """Autocast dtype to use (None = float32). `requested`: auto, fp32 or bf16."""
+    if requested == "fp32":
+        return None
+    if requested == "bf16":
+        return torch.bfloat16
+    if requested != "auto":
+        raise ValueError(f"unknown precision {requested!r}: use auto, fp32 or bf16")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if not cpu_has_native_bf16() or model is None or sample is None:
+        return None
+    fp32 = _time_step(model, sample, None)
+    bf16 = _time_step(model, sample, torch.bfloat16)
+    return torch.bfloat16 if bf16 < 0.8 * fp32 else None

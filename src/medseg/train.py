@@ -1,0 +1,430 @@
+"""Training: data in, a checkpointed model and a learning curve out.
+
+`train()` validates the whole dataset before the first step, splits it by case, keeps the
+preprocessed cases in memory, and trains with Adam and a polynomially decaying learning rate.
+With `minutes`, the schedule follows the clock instead of an iteration count, so a time-bounded
+run still ends with a fully decayed learning rate; the budget includes loading and validation.
+
+A run folder holds what produced it and what it produced:
+    run.json                  settings, dataset summary, label mapping, split, timings
+    log.csv                   one row per epoch (losses, validation Dice per class, rate)
+    learning_curves.png       the same, drawn
+    checkpoints/last.pt       after every epoch (resume point)
+    checkpoints/best.pt       the epoch with the highest mean foreground validation Dice
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data.augment import AugmentConfig
+from .data.preprocess import Preprocessor
+from .data.sampler import PatchSampler, Prefetcher
+from .device import choose_precision, resolve_device
+from .errors import MedsegInputError
+from .evaluate import default_class_names
+from .inference import sliding_window
+from .io.dataset import CasePair, discover_pairs, natural_key, read_case, validate_dataset
+from .io.labels import LabelMapping
+from .io.registry import read_image_header
+from .losses import make_loss
+from .metrics import confusion, dice_from_confusion
+from .nets import build_model, count_parameters
+from .report.curves import plot_learning_curves
+
+# Working-grid defaults for 2D (README: "Resizing and padding policy").
+NATIVE_MAX_SIDE = 512      # datasets whose images are all at most this large keep their size
+AUTO_IMAGE_SIZE = 320      # otherwise images are resized so their longer side is this
+MAX_PATCH_2D = 256
+MAX_VAL_CASES = 50         # validation each epoch uses at most this many cases (fixed subset)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; stored in run.json and in each checkpoint."""
+
+    model: str = "unet"
+    features: tuple[int, ...] = (32, 64, 128, 256, 512)
+    norm: str = "batch"
+    loss: str = "dice+ce"
+    epochs: int | None = None
+    minutes: float | None = None
+    iterations_per_epoch: int = 100
+    batch_size: int = 8
+    patch_size: tuple[int, ...] | None = None     # None: from the data (<= 256 per axis in 2D)
+    image_size: int | str | None = "auto"         # longer side of the working grid; None: native
+    val_fraction: float | None = None             # None: 20 % of cases, at most MAX_VAL_CASES
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    overlap: float = 0.5
+    workers: int = 2
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["features"] = list(self.features)
+        d["patch_size"] = list(self.patch_size) if self.patch_size else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d["augment"] = AugmentConfig(**{**d.get("augment", {}), "scale_range": tuple(d.get("augment", {}).get("scale_range", (0.75, 1.33)))})
+        d["features"] = tuple(d["features"])
+        if d.get("patch_size"):
+            d["patch_size"] = tuple(d["patch_size"])
+        return cls(**d)
+
+
+def split_cases(pairs: list[CasePair], val_fraction: float | None, seed: int) -> tuple[list[CasePair], list[CasePair]]:
+    """Deterministic case-level split; at least one training case.
+
+    `val_fraction=None` holds out 20 % of the cases but at most MAX_VAL_CASES: beyond that,
+    validation gets no more reliable while training loses data.
+    """
+    if val_fraction is not None and not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    if val_fraction is None:
+        n_val = min(MAX_VAL_CASES, int(round(len(pairs) * 0.2)))
+        val_fraction = 0.2
+    else:
+        n_val = int(round(len(pairs) * val_fraction))
+    if val_fraction > 0 and len(pairs) >= 2:
+        n_val = max(1, n_val)
+    n_val = min(n_val, len(pairs) - 1)
+    val = sorted((pairs[i] for i in order[:n_val]), key=lambda p: natural_key(p.case_id))
+    train = sorted((pairs[i] for i in order[n_val:]), key=lambda p: natural_key(p.case_id))
+    return train, val
+
+
+def choose_image_size(pairs: list[CasePair], requested: int | str | None) -> int | None:
+    """Resolve `image_size="auto"` from image headers (README: resizing policy)."""
+    if requested != "auto":
+        return None if requested in (None, 0) else int(requested)
+    longest = max(max(read_image_header(p.image)["size"]) for p in pairs)
+    return None if longest <= NATIVE_MAX_SIDE else AUTO_IMAGE_SIZE
+
+
+def choose_patch_size(shapes: list[tuple[int, ...]], divisor: int) -> tuple[int, ...]:
+    """Median working shape rounded up to the network's divisor, capped per axis."""
+    median = np.median(np.array(shapes), axis=0)
+    return tuple(int(min(MAX_PATCH_2D, math.ceil(m / divisor) * divisor)) for m in median)
+
+
+def load_cases(pairs: list[CasePair], mapping: LabelMapping, pre: Preprocessor, workers: int,
+               desc: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Read and preprocess cases in parallel threads (image decoding releases the GIL)."""
+    def one(pair: CasePair) -> tuple[torch.Tensor, torch.Tensor]:
+        case = read_case(pair, mapping)
+        return pre.image(case), pre.label(case)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        loaded = list(tqdm(pool.map(one, pairs), total=len(pairs), desc=desc, unit="case",
+                           leave=False, disable=len(pairs) < 20))
+    return [x for x, _ in loaded], [y for _, y in loaded]
+
+
+def _check_run_folder(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / "checkpoints" / "last.pt").is_file():
+            raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/last.pt)")
+        return
+    if out.exists() and any(out.iterdir()):
+        what = "a medseg run" if (out / "run.json").exists() else "files"
+        raise FileExistsError(f"{out}: folder already holds {what}; use --resume to continue it "
+                              "or choose another --out (nothing was overwritten)")
+
+
+class Trainer:
+    """Owns the model, optimiser and loop for one run folder."""
+
+    def __init__(self, data: Path, out: Path, config: TrainConfig, resume: bool = False):
+        self.start = time.perf_counter()
+        self.data, self.out, self.config = Path(data), Path(out), config
+        _check_run_folder(self.out, resume)
+        self.resume_state = load_checkpoint(self.out / "checkpoints" / "last.pt") if resume else None
+        if self.resume_state is not None:
+            saved = TrainConfig.from_dict(self.resume_state["config"])
+            # the budget may be extended on resume; everything else stays as the run began
+            saved.epochs, saved.minutes = config.epochs or saved.epochs, config.minutes or saved.minutes
+            saved.device = config.device
+            self.config = config = saved
+        if config.epochs is None and config.minutes is None:
+            raise ValueError("give a budget: epochs or minutes")
+        torch.manual_seed(config.seed)
+        self.device = resolve_device(config.device)
+        self._prepare_data()
+        self._prepare_model()
+
+    # ----------------------------------------------------------------- data
+    def _prepare_data(self) -> None:
+        cfg = self.config
+        pairs = discover_pairs(self.data)
+        self.mapping = validate_dataset(pairs)
+        if self.resume_state is not None:
+            split = self.resume_state["split"]
+            by_id = {p.case_id: p for p in pairs}
+            missing = [c for c in split["train"] + split["val"] if c not in by_id]
+            if missing:
+                raise MedsegInputError(self.data, f"cases of the run being resumed are gone: {missing[:10]}")
+            self.train_pairs = [by_id[c] for c in split["train"]]
+            self.val_pairs = [by_id[c] for c in split["val"]]
+            self.pre = Preprocessor.from_dict(self.resume_state["preprocessor"])
+        else:
+            self.train_pairs, self.val_pairs = split_cases(pairs, cfg.val_fraction, cfg.seed)
+            self.pre = Preprocessor(choose_image_size(pairs, cfg.image_size))
+        self.num_classes = self.mapping.num_classes
+        self.class_names = default_class_names(self.num_classes)
+        self.train_images, self.train_labels = load_cases(self.train_pairs, self.mapping, self.pre, cfg.workers, "loading training cases")
+        val_subset = self.val_pairs[:MAX_VAL_CASES]
+        self.val_images, self.val_labels = load_cases(val_subset, self.mapping, self.pre, cfg.workers, "loading validation cases")
+        self.in_channels = int(self.train_images[0].shape[0])
+        for pair, image in zip(self.train_pairs + val_subset, self.train_images + self.val_images):
+            if image.shape[0] != self.in_channels:
+                raise MedsegInputError(pair.image, f"has {image.shape[0]} channel(s) but other images have "
+                                       f"{self.in_channels}; mixing grey and colour images is not supported")
+        self.spatial_dims = self.train_images[0].ndim - 1
+        self.class_voxels = torch.bincount(torch.cat([y.flatten().long() for y in self.train_labels]),
+                                           minlength=self.num_classes)
+
+    # ---------------------------------------------------------------- model
+    def model_options(self) -> dict:
+        cfg = self.config
+        return {} if cfg.model in ("classic", "unet-classic") else {"features": tuple(cfg.features), "norm": cfg.norm}
+
+    def _prepare_model(self) -> None:
+        cfg = self.config
+        self.model = build_model(cfg.model, self.in_channels, self.num_classes, self.spatial_dims,
+                                 **self.model_options()).to(self.device)
+        divisor = getattr(self.model, "divisor", 16)
+        if cfg.patch_size is None:
+            cfg.patch_size = choose_patch_size([tuple(x.shape[1:]) for x in self.train_images], divisor)
+        if any(p % divisor for p in cfg.patch_size):
+            raise ValueError(f"patch size {cfg.patch_size} must be a multiple of {divisor} for this network")
+        weights = None
+        if cfg.loss == "weighted-dice":
+            freq = self.class_voxels.double() / self.class_voxels.sum()
+            inv = torch.where(freq > 0, 1 / freq.clamp_min(1e-12), torch.zeros_like(freq))
+            weights = (inv / inv.sum()).tolist()
+        self.loss_fn = make_loss(cfg.loss, self.num_classes, class_weights=weights)
+        self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sampler = PatchSampler(self.train_images, self.train_labels, cfg.patch_size, cfg.batch_size,
+                                    cfg.augment, seed=cfg.seed)
+        self.epoch, self.iteration, self.elapsed_before = 0, 0, 0.0
+        self.best_score, self.history = -1.0, []
+        if self.resume_state is not None:
+            st = self.resume_state
+            self.model.load_state_dict(st["model"])
+            self.optimiser.load_state_dict(st["optimiser"])
+            self.epoch, self.iteration = st["epoch"], st["iteration"]
+            self.elapsed_before, self.best_score = st["elapsed_s"], st["best_score"]
+            torch.set_rng_state(st["torch_rng"])
+        sample, _ = self.sampler.batch(torch.Generator().manual_seed(0))
+        self.autocast = choose_precision(cfg.precision, self.device, self.model, sample[:2].to(self.device))
+        self.optimiser.zero_grad(set_to_none=True)
+
+    # ------------------------------------------------------------ schedule
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.start
+
+    def progress(self) -> float:
+        """Fraction of the budget used: by the clock for `minutes`, by iterations for `epochs`."""
+        cfg = self.config
+        parts = []
+        if cfg.minutes:
+            parts.append(self.elapsed() / (cfg.minutes * 60))
+        if cfg.epochs:
+            parts.append(self.iteration / (cfg.epochs * cfg.iterations_per_epoch))
+        return min(1.0, max(parts))
+
+    def learning_rate(self) -> float:
+        warmup = 20
+        factor = min(1.0, (self.iteration + 1) / warmup)
+        return self.config.lr * factor * (1 - self.progress()) ** 0.9
+
+    # ---------------------------------------------------------- validation
+    def validate(self) -> dict[str, float]:
+        if not self.val_images:
+            return {}
+        self.model.eval()
+        total_loss, dices = 0.0, []
+        for image, label in zip(self.val_images, self.val_labels):
+            probs = sliding_window(self.model, image, self.config.patch_size, overlap=self.config.overlap,
+                                   divisor=getattr(self.model, "divisor", 16), device=self.device,
+                                   autocast_dtype=self.autocast, batch_size=self.config.batch_size)
+            target = label.long()[None]
+            with torch.no_grad():
+                total_loss += float(self.loss_fn(torch.log(probs.clamp_min(1e-8))[None], target))
+            pred = probs.argmax(0).numpy()
+            dices.append(dice_from_confusion(confusion(pred, label.numpy(), self.num_classes)))
+        self.model.train()
+        dice = np.mean(dices, axis=0)
+        row = {"val_loss": total_loss / len(self.val_images),
+               "val_dice_mean": float(dice[1:].mean()) if self.num_classes > 1 else float(dice[0])}
+        row.update({f"val_dice_{name}": float(d) for name, d in zip(self.class_names, dice)})
+        return row
+
+    # -------------------------------------------------------------- saving
+    def state(self) -> dict:
+        return {
+            "format": "medseg-checkpoint-1",
+            "model": self.model.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "model_name": self.config.model,
+            "model_options": self.model_options(),
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "spatial_dims": self.spatial_dims,
+            "class_names": self.class_names,
+            "label_mapping": self.mapping.to_dict(),
+            "preprocessor": self.pre.to_dict(),
+            "patch_size": list(self.config.patch_size),
+            "config": self.config.to_dict(),
+            "split": {"train": [p.case_id for p in self.train_pairs], "val": [p.case_id for p in self.val_pairs]},
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "elapsed_s": self.elapsed(),
+            "best_score": self.best_score,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def write_run_json(self, finished: bool) -> None:
+        info = {
+            "medseg_run": 1,
+            "data": str(self.data.resolve()),
+            "config": self.config.to_dict(),
+            "model": {"name": self.config.model, "options": {k: list(v) if isinstance(v, tuple) else v
+                                                             for k, v in self.model_options().items()},
+                      "parameters": count_parameters(self.model)},
+            "device": str(self.device),
+            "precision": "bf16" if self.autocast == torch.bfloat16 else "fp32",
+            "label_mapping": self.mapping.to_dict(),
+            "label_rule": self.mapping.describe(),
+            "class_names": self.class_names,
+            "preprocessor": self.pre.to_dict(),
+            "cases": {"train": len(self.train_pairs), "val": len(self.val_pairs),
+                      "val_used_per_epoch": len(self.val_images)},
+            "split": {"train": [p.case_id for p in self.train_pairs], "val": [p.case_id for p in self.val_pairs]},
+            "epochs_done": self.epoch,
+            "iterations_done": self.iteration,
+            "elapsed_s": round(self.elapsed(), 1),
+            "best_val_dice_mean": self.best_score if self.best_score >= 0 else None,
+            "finished": finished,
+        }
+        tmp = self.out / "run.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2))
+        os.replace(tmp, self.out / "run.json")
+
+    def log(self, row: dict) -> None:
+        path = self.out / "log.csv"
+        columns = ["epoch", "iteration", "elapsed_s", "lr", "train_loss", "val_loss", "val_dice_mean"]
+        columns += [f"val_dice_{n}" for n in self.class_names] + ["images_per_s", "data_wait_s"]
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        plot_learning_curves(path, self.out / "learning_curves.png")
+
+    # ---------------------------------------------------------------- loop
+    def budget_left(self) -> float:
+        return math.inf if not self.config.minutes else self.config.minutes * 60 - self.elapsed()
+
+    def fit(self) -> Path:
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.write_run_json(finished=False)
+        self.model.train()
+        total_epochs = cfg.epochs or 10**9
+        reserve = 5.0  # seconds kept for the final validation + checkpoint; re-measured each epoch
+        est_total = cfg.epochs * cfg.iterations_per_epoch if cfg.epochs else None
+        bar = tqdm(total=est_total, initial=self.iteration, unit="it", dynamic_ncols=True,
+                   desc="training", disable=None)
+        stop = False
+        try:
+            while self.epoch < total_epochs and not stop:
+                epoch_start = time.perf_counter()
+                prefetch = Prefetcher(self.sampler.epoch(self.epoch, cfg.iterations_per_epoch))
+                losses, images = [], 0
+                try:
+                    for x, y in prefetch:
+                        for group in self.optimiser.param_groups:
+                            group["lr"] = self.learning_rate()
+                        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
+                                            enabled=self.autocast is not None):
+                            logits = self.model(x)
+                        loss = self.loss_fn(logits, y)
+                        self.optimiser.zero_grad(set_to_none=True)
+                        loss.backward()
+                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 12.0)
+                        self.optimiser.step()
+                        self.iteration += 1
+                        images += len(x)
+                        losses.append(float(loss.detach()))
+                        bar.update(1)
+                        if cfg.minutes:  # time-bounded: show the budget as the bar's horizon
+                            rate = bar.format_dict.get("rate") or 0
+                            if rate:
+                                bar.total = self.iteration + int(max(0, self.budget_left() - reserve) * rate)
+                        if self.budget_left() <= reserve:
+                            stop = True
+                            break
+                finally:
+                    prefetch.close()
+                train_time = time.perf_counter() - epoch_start
+                self.epoch += 1
+                tail_start = time.perf_counter()
+                row = {"epoch": self.epoch, "iteration": self.iteration, "lr": f"{self.learning_rate():.3g}",
+                       "train_loss": float(np.mean(losses)) if losses else None,
+                       "images_per_s": round(images / max(train_time, 1e-9), 2),
+                       "data_wait_s": round(prefetch.waited_s, 2)}
+                row.update(self.validate())
+                score = row.get("val_dice_mean")
+                if score is not None and score > self.best_score:
+                    self.best_score = score
+                    save_checkpoint(self.state(), self.out / "checkpoints" / "best.pt")
+                row["elapsed_s"] = round(self.elapsed(), 1)
+                save_checkpoint(self.state(), self.out / "checkpoints" / "last.pt")
+                self.log(row)
+                self.write_run_json(finished=False)
+                reserve = 1.5 * (time.perf_counter() - tail_start) + 2.0
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}" if losses else "-",
+                                dice=f"{score:.3f}" if score is not None else "-", refresh=False)
+                if self.progress() >= 1.0:
+                    stop = True
+        finally:
+            bar.close()
+        self.write_run_json(finished=True)
+        return self.out
+
+
+def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = False, **options) -> Path:
+    """Train a model on DATA (images/ + labels/) into the run folder OUT; returns OUT.
+
+    Options are `TrainConfig` fields, e.g. `train("data", "run", minutes=10, model="classic")`.
+    """
+    augment = options.pop("augment", None)
+    config = TrainConfig(**options)
+    if isinstance(augment, bool):
+        config.augment.enabled = augment
+    elif isinstance(augment, AugmentConfig):
+        config.augment = augment
+    return Trainer(Path(data), Path(out), config, resume=resume).fit()

@@ -1,0 +1,39 @@
+"""Shared fixtures: the real datasets beside the checkout, and small datasets linked from them."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DATA_ROOT = Path(os.environ.get("MEDSEG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def real_dataset(name: str) -> Path:
+    path = DATA_ROOT / name
+    if not path.is_dir():
+        pytest.skip(f"real dataset {name} not found under {DATA_ROOT} (set MEDSEG_DATA)")
+    return path
+
+
+def link_subset(src: Path, dst: Path, stems: list[str], image_dir: str = "images", label_dir: str = "labels") -> Path:
+    """A dataset folder holding symlinks to some cases of a real dataset (never copies data)."""
+    (dst / "images").mkdir(parents=True)
+    (dst / "labels").mkdir(parents=True)
+    for stem in stems:
+        for sub, out in ((image_dir, "images"), (label_dir, "labels")):
+            match = next((src / sub).glob(f"{stem}.*"))
+            (dst / out / match.name).symlink_to(match)
+    return dst
+
+
+@pytest.fixture
+def isbi_small(tmp_path: Path) -> Path:
+    return link_subset(real_dataset("isbi2012-membrane"), tmp_path / "isbi_small", ["0", "1", "2", "3", "4"])
+
+
+@pytest.fixture
+def kvasir_small(tmp_path: Path) -> Path:
+    src = real_dataset("kvasir-seg")
+    stems = sorted(p.stem for p in (src / "images").iterdir())[:6]
+    return link_subset(src, tmp_path / "kvasir_small", stems, "images", "masks")

@@ -1,0 +1,73 @@
+import torch
+
+from medseg.data.augment import AugmentConfig, augment_intensity, sample_patch, spatial_transform
+from medseg.data.sampler import PatchSampler, Prefetcher
+
+
+def _ramp(shape):
+    image = torch.arange(torch.tensor(shape).prod().item(), dtype=torch.float32).reshape(1, *shape)
+    return image, (image[0].long() % 5).to(torch.uint8)
+
+
+def test_identity_transform_is_an_exact_crop_2d_and_3d():
+    for shape, start, size in [((60, 50), (10, 7), (32, 16)), ((20, 24, 18), (2, 4, 1), (8, 16, 8))]:
+        image, label = _ramp(shape)
+        centre = torch.tensor([s + (p - 1) / 2 for s, p in zip(start, size)])
+        patch, plabel = sample_patch(image, label, centre, size, torch.eye(len(shape), dtype=torch.float64))
+        crop = tuple(slice(s, s + p) for s, p in zip(start, size))
+        assert torch.allclose(patch[0], image[(0,) + crop], atol=1e-2)
+        assert torch.equal(plabel, label[crop].long())
+
+
+def test_flip_matrix_flips_the_crop():
+    image, label = _ramp((40, 40))
+    matrix = torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64))
+    patch, plabel = sample_patch(image, label, torch.tensor([19.5, 19.5]), (16, 16), matrix)
+    assert torch.allclose(patch[0], image[0, 12:28, 12:28].flip(1), atol=1e-2)
+    assert torch.equal(plabel, label[12:28, 12:28].flip(1).long())
+
+
+def test_rotation_keeps_label_values_and_is_seeded():
+    image, label = _ramp((64, 64))
+    cfg = AugmentConfig(p_rotate=1.0, p_scale=1.0)
+    m1 = spatial_transform(2, torch.Generator().manual_seed(3), cfg)
+    m2 = spatial_transform(2, torch.Generator().manual_seed(3), cfg)
+    assert torch.equal(m1, m2) and not torch.allclose(m1, torch.eye(2, dtype=torch.float64))
+    _, plabel = sample_patch(image, label, torch.tensor([31.5, 31.5]), (32, 32), m1)
+    assert set(plabel.unique().tolist()) <= set(label.unique().tolist())
+
+
+def test_intensity_augmentation_disabled_is_identity():
+    x = torch.randn(1, 8, 8)
+    assert torch.equal(augment_intensity(x, torch.Generator(), AugmentConfig(enabled=False)), x)
+
+
+def test_sampler_oversamples_foreground_and_is_reproducible():
+    labels = [torch.zeros(100, 100, dtype=torch.uint8) for _ in range(3)]
+    for lab in labels:
+        lab[40:43, 60:63] = 1  # a tiny target: 9 of 10,000 pixels
+    images = [torch.randn(1, 100, 100) for _ in range(3)]
+    sampler = PatchSampler(images, labels, (16, 16), 8, AugmentConfig(enabled=False), seed=1)
+    batches = list(sampler.epoch(0, 20))
+    with_fg = sum(int(y.any()) for _, y in batches for y in y)
+    assert with_fg >= 0.25 * 160  # ~1/3 forced + a few by chance; uniform sampling would give ~4%
+    again = list(sampler.epoch(0, 20))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again))
+    assert not torch.equal(batches[0][0], next(iter(sampler.epoch(1, 1)))[0])
+
+
+def test_prefetcher_yields_everything_and_surfaces_errors():
+    assert list(Prefetcher(iter(range(10)))) == list(range(10))
+
+    def broken():
+        yield 1
+        raise RuntimeError("decode failed")
+
+    items = Prefetcher(broken())
+    assert next(items) == 1
+    try:
+        next(items)
+    except RuntimeError as exc:
+        assert "decode failed" in str(exc)
+    else:
+        raise AssertionError("error was swallowed")

@@ -1,0 +1,59 @@
+import torch
+
+from medseg.data.preprocess import Preprocessor, zscore
+from medseg.inference import gaussian_weight, sliding_window, window_starts
+from medseg.nets import UNet
+
+
+class PixelNet(torch.nn.Module):
+    """A 1x1-conv network: its output depends on each pixel alone, so tiling must not change it."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 3, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_tiled_prediction_equals_whole_image_for_a_pointwise_net():
+    net = PixelNet().eval()
+    image = torch.randn(1, 100, 75)
+    whole = sliding_window(net, image, (128, 128), divisor=1)
+    tiled = sliding_window(net, image, (32, 32), overlap=0.5, divisor=1)
+    mirrored = sliding_window(net, image, (32, 32), overlap=0.25, mirror_axes=(0, 1), divisor=1)
+    assert whole.shape == tiled.shape == (3, 100, 75)
+    assert torch.allclose(whole, tiled, atol=1e-5) and torch.allclose(whole, mirrored, atol=1e-5)
+    assert torch.allclose(tiled.sum(0), torch.ones(100, 75), atol=1e-5)
+
+
+def test_sliding_window_3d_with_unet():
+    net = UNet(2, 3, 3, (4, 8)).eval()
+    probs = sliding_window(net, torch.randn(2, 20, 33, 18), (16, 16, 16), overlap=0.5, divisor=2)
+    assert probs.shape == (3, 20, 33, 18)
+    assert torch.allclose(probs.sum(0), torch.ones(20, 33, 18), atol=1e-4)
+
+
+def test_windows_cover_the_axis_with_overlap():
+    starts = window_starts(100, 32, 0.5)
+    assert starts[0] == 0 and starts[-1] == 100 - 32
+    assert all(b - a <= 16 for a, b in zip(starts, starts[1:]))
+    assert window_starts(20, 32, 0.5) == [0]
+
+
+def test_gaussian_weight_peaks_in_the_centre():
+    w = gaussian_weight((9, 9))
+    assert w[4, 4] == w.max() == 1 and w[0, 0] > 0
+
+
+def test_preprocessor_policy_and_restore():
+    pre = Preprocessor(image_size=320)
+    assert pre.working_shape((1080, 1350)) == (256, 320)
+    assert pre.working_shape((200, 100)) == (200, 100)
+    assert Preprocessor(None).working_shape((1080, 1350)) == (1080, 1350)
+    probs = torch.softmax(torch.randn(2, 256, 320), 0)
+    assert pre.restore(probs, (1080, 1350)).shape == (2, 1080, 1350)
+    z = zscore(torch.randn(3, 50, 50) * 7 + 3)
+    assert torch.allclose(z.mean((1, 2)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(z.std((1, 2)), torch.ones(3), atol=1e-3)

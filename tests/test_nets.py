@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from medseg.nets import MODELS, UNet, build_model, count_parameters
+
+
+def test_classic_preset_matches_reference_keras_parameter_count():
+    # the seed's reference model: 3 input channels, 2 classes
+    assert count_parameters(build_model("classic", 3, 2)) == 31_031_810
+
+
+def test_classic_preset_structure():
+    model = UNet.classic(3, 2)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    ups = [m for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [c.out_channels for c in convs[:10:2]] == [64, 128, 256, 512, 1024]
+    assert all(u.kernel_size == (2, 2) and u.stride == (2, 2) for u in ups) and len(ups) == 4
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d)) for m in model.modules())
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules()) == 4
+    assert convs[-1].kernel_size == (1, 1) and convs[-1].out_channels == 2
+
+
+@pytest.mark.parametrize("dims,shape", [(2, (2, 1, 48, 64)), (3, (1, 2, 16, 32, 16))])
+@pytest.mark.parametrize("norm", ["batch", "instance", "group", None])
+def test_unet_output_shape_2d_and_3d(dims, shape, norm):
+    model = UNet(shape[1], 4, dims, (8, 16, 32), norm=norm)
+    out = model(torch.randn(shape))
+    assert out.shape == (shape[0], 4) + shape[2:]
+    assert model.divisor == 4
+
+
+def test_registry_errors_name_the_choices():
+    with pytest.raises(ValueError, match="unet"):
+        build_model("no-such-net", 1, 2)
+    assert {"unet", "classic", "unet-classic"} <= set(MODELS)
