@@ -14,6 +14,7 @@ from PIL import Image
 import medseg
 from medseg.checkpoint import load_checkpoint
 from medseg.errors import MedsegInputError
+from medseg.train import Trainer
 
 TINY = dict(features=(8, 16, 32), batch_size=2, patch_size=(64, 64), iterations_per_epoch=3, val_fraction=0.4)
 
@@ -58,10 +59,22 @@ def test_resume_continues_where_it_stopped(isbi_small: Path, tmp_path: Path):
     assert [int(r["epoch"]) for r in csv.DictReader((out / "log.csv").open())] == [1, 2]
 
 
-def test_resumed_run_matches_uninterrupted_run(isbi_small: Path, tmp_path: Path):
+def test_resumed_run_matches_uninterrupted_run(isbi_small: Path, tmp_path: Path, monkeypatch):
     opts = dict(TINY, val_fraction=0.0)
     medseg.train(isbi_small, tmp_path / "a", epochs=2, **opts)
-    medseg.train(isbi_small, tmp_path / "b", epochs=1, **opts)
+
+    # crash right after the first epoch's checkpoint, as a killed process would
+    original_log = Trainer.log
+
+    def crash_after_first_epoch(self, row):
+        original_log(self, row)
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(Trainer, "log", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        medseg.train(isbi_small, tmp_path / "b", epochs=2, **opts)
+    monkeypatch.setattr(Trainer, "log", original_log)
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["epoch"] == 1
     medseg.train(isbi_small, tmp_path / "b", epochs=2, resume=True, **opts)
     wa = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
     wb = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]

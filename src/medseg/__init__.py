@@ -5,16 +5,14 @@
     medseg.predict(run, "new_images/", "pred/")
     print(medseg.evaluate("pred/", "new_labels/").table())
 
-Heavy modules (torch) load on first use, so `import medseg` and `medseg --help` stay fast.
+The functions are imported eagerly on purpose: their names equal their modules' names
+(`medseg.train` the function lives in `medseg/train.py`), and binding them here, after the
+submodules load, is what makes `medseg.train(...)` the function rather than the module.
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from .api import Predictor, demo, evaluate, predict, train  # noqa: E402
+
 __all__ = ["train", "predict", "Predictor", "evaluate", "demo"]
-
-
-def __getattr__(name: str):
-    if name in __all__:
-        from . import api
-        return getattr(api, name)
-    raise AttributeError(f"module 'medseg' has no attribute {name!r}")

@@ -45,7 +45,7 @@ class Predictor:
         self.overlap = overlap
         self.mirror_axes = tuple(range(int(state["spatial_dims"]))) if mirror else ()
         # bf16 pays off only where the hardware has it; fp32 otherwise (see medseg.device)
-        self.autocast = choose_precision(precision, self.device) if precision != "auto" or self.device.type == "cuda" else None
+        self.autocast = choose_precision(precision, self.device)
 
     def probabilities(self, case: Case) -> torch.Tensor:
         """(K, *original spatial) class probabilities for a case."""

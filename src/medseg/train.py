@@ -45,7 +45,7 @@ from .report.curves import plot_learning_curves
 
 # Working-grid defaults for 2D (README: "Resizing and padding policy").
 NATIVE_MAX_SIDE = 512      # datasets whose images are all at most this large keep their size
-AUTO_IMAGE_SIZE = 320      # otherwise images are resized so their longer side is this
+AUTO_IMAGE_SIZE = 160      # otherwise images are resized so their longer side is this (BENCHMARKS.md)
 MAX_PATCH_2D = 256
 MAX_VAL_CASES = 50         # validation each epoch uses at most this many cases (fixed subset)
 
@@ -55,8 +55,8 @@ class TrainConfig:
     """Every setting of a run; stored in run.json and in each checkpoint."""
 
     model: str = "unet"
-    features: tuple[int, ...] = (32, 64, 128, 256, 512)
-    norm: str = "batch"
+    features: tuple[int, ...] = (16, 32, 64, 128, 256)
+    norm: str = "instance"
     loss: str = "dice+ce"
     epochs: int | None = None
     minutes: float | None = None
@@ -65,7 +65,7 @@ class TrainConfig:
     patch_size: tuple[int, ...] | None = None     # None: from the data (<= 256 per axis in 2D)
     image_size: int | str | None = "auto"         # longer side of the working grid; None: native
     val_fraction: float | None = None             # None: 20 % of cases, at most MAX_VAL_CASES
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-5
     seed: int = 0
     device: str = "auto"
@@ -84,7 +84,10 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
-        d["augment"] = AugmentConfig(**{**d.get("augment", {}), "scale_range": tuple(d.get("augment", {}).get("scale_range", (0.75, 1.33)))})
+        augment = dict(d.get("augment") or {})
+        if "scale_range" in augment:
+            augment["scale_range"] = tuple(augment["scale_range"])
+        d["augment"] = AugmentConfig(**augment)
         d["features"] = tuple(d["features"])
         if d.get("patch_size"):
             d["patch_size"] = tuple(d["patch_size"])
@@ -425,6 +428,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
     config = TrainConfig(**options)
     if isinstance(augment, bool):
         config.augment.enabled = augment
+    elif isinstance(augment, dict):
+        config.augment = AugmentConfig(**augment)
     elif isinstance(augment, AugmentConfig):
         config.augment = augment
     return Trainer(Path(data), Path(out), config, resume=resume).fit()

@@ -63,8 +63,8 @@ class UNet(nn.Module):
         in_channels: int,
         num_classes: int,
         spatial_dims: int = 2,
-        features: Sequence[int] = (32, 64, 128, 256, 512),
-        norm: str | None = "batch",
+        features: Sequence[int] = (16, 32, 64, 128, 256),
+        norm: str | None = "instance",
         act: str = "leakyrelu",
         down: str = "stride",
     ):

@@ -1,0 +1,24 @@
+"""`medseg demo` end to end, shortened: phantoms -> training -> prediction -> evaluation -> report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medseg.demo import demo
+
+
+def test_demo_writes_a_complete_report(tmp_path: Path):
+    report = demo(tmp_path / "d", minutes=0.25, train_cases=12, test_cases=4, size=64)
+    html = report.read_text()
+    assert report.name == "index.html"
+    assert html.count('src="data:image/png;base64,') == 4  # curve + best/median/worst overlays
+    assert 'alt="learning curves"' in html
+    for word in ("organ", "lesion", "dice", "worst", "best"):
+        assert word in html.lower()
+    summary = json.loads((tmp_path / "d" / "evaluation.json").read_text())
+    assert summary and (tmp_path / "d" / "evaluation.csv").is_file()
+    assert len(list((tmp_path / "d" / "predictions").glob("*.png"))) == 4
+    with pytest.raises(FileExistsError):
+        demo(tmp_path / "d", minutes=0.1)
