@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="initial learning rate of Adam")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto measures whether bf16 is faster here")
     p.add_argument("--no-augment", action="store_true", help="switch off augmentation")
+    p.add_argument("--class-names", type=lambda t: tuple(n.strip() for n in t.split(",")),
+                   help="names of classes 0..K-1 for logs and reports, e.g. background,liver,tumour")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     _add_device(p)
 
@@ -95,7 +97,7 @@ def _train_options(args: argparse.Namespace) -> dict:
     names = {"epochs": "epochs", "minutes": "minutes", "val_fraction": "val_fraction", "seed": "seed",
              "model": "model", "features": "features", "norm": "norm", "loss": "loss", "batch_size": "batch_size",
              "patch_size": "patch_size", "iterations_per_epoch": "iterations_per_epoch", "lr": "lr",
-             "precision": "precision", "device": "device"}
+             "precision": "precision", "device": "device", "class_names": "class_names"}
     options = {key: getattr(args, attr) for attr, key in names.items() if getattr(args, attr) is not None}
     if args.image_size is not None:
         options["image_size"] = None if args.image_size == "native" else (

@@ -44,7 +44,7 @@ def demo(out: str | os.PathLike = "demo_run", *, minutes: float = 2.0, train_cas
     train_dir = write_phantom_dataset(out / "data" / "train", train_cases, (size, size), seed=seed)
     test_dir = write_phantom_dataset(out / "data" / "test", test_cases, (size, size), seed=seed + 1)
     run = train(train_dir, out / "run", minutes=minutes, features=(16, 32, 64, 128), batch_size=8,
-                iterations_per_epoch=40, seed=seed, device=device)
+                iterations_per_epoch=40, seed=seed, device=device, class_names=CLASS_NAMES)
     predictions = out / "predictions"
     predict(run, test_dir / "images", predictions, device=device)
     class_names = list(CLASS_NAMES)

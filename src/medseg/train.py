@@ -73,11 +73,13 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     overlap: float = 0.5
     workers: int = 2
+    class_names: tuple[str, ...] | None = None    # names for classes 0..K-1 in logs and reports
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["features"] = list(self.features)
         d["patch_size"] = list(self.patch_size) if self.patch_size else None
+        d["class_names"] = list(self.class_names) if self.class_names else None
         return d
 
     @classmethod
@@ -91,6 +93,8 @@ class TrainConfig:
         d["features"] = tuple(d["features"])
         if d.get("patch_size"):
             d["patch_size"] = tuple(d["patch_size"])
+        if d.get("class_names"):
+            d["class_names"] = tuple(d["class_names"])
         return cls(**d)
 
 
@@ -193,7 +197,10 @@ class Trainer:
             self.train_pairs, self.val_pairs = split_cases(pairs, cfg.val_fraction, cfg.seed)
             self.pre = Preprocessor(choose_image_size(pairs, cfg.image_size))
         self.num_classes = self.mapping.num_classes
-        self.class_names = default_class_names(self.num_classes)
+        self.class_names = list(cfg.class_names or default_class_names(self.num_classes))
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names given but the labels hold "
+                             f"{self.num_classes} classes ({self.mapping.describe()})")
         self.train_images, self.train_labels = load_cases(self.train_pairs, self.mapping, self.pre, cfg.workers, "loading training cases")
         val_subset = self.val_pairs[:MAX_VAL_CASES]
         self.val_images, self.val_labels = load_cases(val_subset, self.mapping, self.pre, cfg.workers, "loading validation cases")
