@@ -1,7 +1,6 @@
 """medseg.io.dataset: discovering, validating and reading cases (tmp datasets and real data)."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -14,14 +13,7 @@ from medseg.errors import MedsegInputError
 from medseg.io.dataset import CasePair, discover_pairs, list_images, natural_key, read_case, validate_dataset
 from medseg.io.labels import LabelMapping
 
-DATA = Path(os.environ.get("MEDSEG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def real_dataset(name: str) -> Path:
-    path = DATA / name
-    if not path.is_dir():
-        pytest.skip(f"real dataset {path} not available")
-    return path
+from conftest import real_dataset  # noqa: E402
 
 
 def write(path: Path, array: np.ndarray) -> Path:

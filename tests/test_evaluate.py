@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import sys
 import types
@@ -39,14 +38,7 @@ except ImportError:  # pragma: no cover
 from medseg.evaluate import EvaluationResult, evaluate  # noqa: E402
 from medseg.io.labels import LabelMapping  # noqa: E402
 
-DATA = Path(os.environ.get("MEDSEG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def real_dataset(name: str) -> Path:
-    path = DATA / name
-    if not path.is_dir():
-        pytest.skip(f"real dataset {path} not available")
-    return path
+from conftest import real_dataset  # noqa: E402
 
 
 def write(path: Path, array) -> Path:

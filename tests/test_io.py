@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -29,14 +28,7 @@ from medseg.io.registry import (
     write_mask,
 )
 
-DATA = Path(os.environ.get("MEDSEG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def real_dataset(name: str) -> Path:
-    path = DATA / name
-    if not path.is_dir():
-        pytest.skip(f"real dataset {path} not available")
-    return path
+from conftest import real_dataset  # noqa: E402
 
 
 def save(path: Path, array: np.ndarray, mode: str | None = None, **kw) -> Path:

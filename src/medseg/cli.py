@@ -93,12 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TRAIN_OPTIONS = ("epochs", "minutes", "val_fraction", "seed", "model", "features", "norm", "loss", "batch_size",
+                 "patch_size", "iterations_per_epoch", "lr", "precision", "device", "class_names")
+
+
 def _train_options(args: argparse.Namespace) -> dict:
-    names = {"epochs": "epochs", "minutes": "minutes", "val_fraction": "val_fraction", "seed": "seed",
-             "model": "model", "features": "features", "norm": "norm", "loss": "loss", "batch_size": "batch_size",
-             "patch_size": "patch_size", "iterations_per_epoch": "iterations_per_epoch", "lr": "lr",
-             "precision": "precision", "device": "device", "class_names": "class_names"}
-    options = {key: getattr(args, attr) for attr, key in names.items() if getattr(args, attr) is not None}
+    """CLI flags -> `medseg.train` keywords; flags left unset keep the library defaults."""
+    options = {key: getattr(args, key) for key in TRAIN_OPTIONS if getattr(args, key) is not None}
     if args.image_size is not None:
         options["image_size"] = None if args.image_size == "native" else (
             "auto" if args.image_size == "auto" else int(args.image_size))

@@ -6,6 +6,7 @@ of the actual model and keeps bf16 only if it wins.
 """
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
@@ -56,6 +57,8 @@ def choose_precision(requested: str, device: torch.device, model: nn.Module | No
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     if not cpu_has_native_bf16() or model is None or sample is None:
         return None
+    weights = copy.deepcopy(model.state_dict())  # the probe must not move normalisation statistics
     fp32 = _time_step(model, sample, None)
     bf16 = _time_step(model, sample, torch.bfloat16)
+    model.load_state_dict(weights)
     return torch.bfloat16 if bf16 < 0.8 * fp32 else None

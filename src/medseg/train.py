@@ -190,6 +190,9 @@ class Trainer:
             missing = [c for c in split["train"] + split["val"] if c not in by_id]
             if missing:
                 raise MedsegInputError(self.data, f"cases of the run being resumed are gone: {missing[:10]}")
+            if self.mapping.to_dict() != self.resume_state["label_mapping"]:
+                raise MedsegInputError(self.data, f"labels changed since the run began: now {self.mapping.describe()}, "
+                                       f"then {LabelMapping.from_dict(self.resume_state['label_mapping']).describe()}")
             self.train_pairs = [by_id[c] for c in split["train"]]
             self.val_pairs = [by_id[c] for c in split["val"]]
             self.pre = Preprocessor.from_dict(self.resume_state["preprocessor"])
@@ -237,7 +240,7 @@ class Trainer:
         self.sampler = PatchSampler(self.train_images, self.train_labels, cfg.patch_size, cfg.batch_size,
                                     cfg.augment, seed=cfg.seed)
         self.epoch, self.iteration, self.elapsed_before = 0, 0, 0.0
-        self.best_score, self.history = -1.0, []
+        self.best_score = -1.0
         if self.resume_state is not None:
             st = self.resume_state
             self.model.load_state_dict(st["model"])
