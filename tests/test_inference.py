@@ -1,7 +1,7 @@
 import torch
 
 from medseg.data.preprocess import Preprocessor, zscore
-from medseg.inference import gaussian_weight, sliding_window, window_starts
+from medseg.inference import count_windows, gaussian_weight, sliding_window, window_starts
 from medseg.nets import UNet
 
 
@@ -57,3 +57,9 @@ def test_preprocessor_policy_and_restore():
     z = zscore(torch.randn(3, 50, 50) * 7 + 3)
     assert torch.allclose(z.mean((1, 2)), torch.zeros(3), atol=1e-4)
     assert torch.allclose(z.std((1, 2)), torch.ones(3), atol=1e-3)
+
+
+def test_count_windows_matches_the_tiling():
+    assert count_windows((100, 75), (128, 128), 0.5) == 1
+    assert count_windows((100, 75), (32, 32), 0.5) == len(window_starts(100, 32, 0.5)) * len(window_starts(75, 32, 0.5))
+    assert count_windows((20, 40), (32, 32), 0.5) == 2

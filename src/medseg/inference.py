@@ -38,6 +38,16 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     return [round(i * (size - patch) / (count - 1)) for i in range(count)]
 
 
+def count_windows(shape: Sequence[int], patch_size: Sequence[int], overlap: float) -> int:
+    """How many network passes `sliding_window` makes for an image of `shape` (no mirroring)."""
+    if all(s <= p for s, p in zip(shape, patch_size)):
+        return 1
+    count = 1
+    for size, patch in zip(shape, patch_size):
+        count *= len(window_starts(max(size, patch), patch, overlap))
+    return count
+
+
 def _pad_to(image: torch.Tensor, shape: Sequence[int]) -> tuple[torch.Tensor, list[slice]]:
     """Pad a (C, *spatial) tensor at the end of each axis up to `shape`; return the crop back."""
     pads: list[int] = []
