@@ -9,6 +9,18 @@ import pytest
 DATA_ROOT = Path(os.environ.get("MEDSEG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Tests keep their preprocessed-case cache to themselves, never in the user's ~/.cache."""
+    old = os.environ.get("MEDSEG_CACHE")
+    os.environ["MEDSEG_CACHE"] = str(tmp_path_factory.mktemp("medseg_cache"))
+    yield
+    if old is None:
+        os.environ.pop("MEDSEG_CACHE", None)
+    else:
+        os.environ["MEDSEG_CACHE"] = old
+
+
 def real_dataset(name: str) -> Path:
     path = DATA_ROOT / name
     if not path.is_dir():

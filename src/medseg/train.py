@@ -29,13 +29,15 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data.augment import AugmentConfig
-from .data.preprocess import Preprocessor
+from .data.cache import CaseCache, case_key, default_cache_dir
+from .data.preprocess import Preprocessor, ct_statistics
 from .data.sampler import PatchSampler, Prefetcher
 from .device import choose_precision, resolve_device
 from .errors import MedsegInputError
 from .evaluate import default_class_names
 from .inference import count_windows, sliding_window
-from .io.dataset import CasePair, discover_pairs, natural_key, read_case, validate_dataset
+from .io.dataset import CasePair, natural_key, read_case, validate_dataset
+from .io.layout import DatasetInfo, describe_dataset
 from .io.labels import LabelMapping
 from .io.registry import read_image_header
 from .losses import make_loss
@@ -47,6 +49,7 @@ from .report.curves import plot_learning_curves
 NATIVE_MAX_SIDE = 512      # datasets whose images are all at most this large keep their size
 AUTO_IMAGE_SIZE = 160      # otherwise images are resized so their longer side is this (BENCHMARKS.md)
 MAX_PATCH_2D = 256
+MAX_PATCH_3D = 128
 MAX_VAL_CASES = 50         # validation each epoch uses at most this many cases (fixed subset)
 
 
@@ -63,7 +66,10 @@ class TrainConfig:
     iterations_per_epoch: int = 100
     batch_size: int | None = None                 # None: from the patch size (choose_batch_size)
     patch_size: tuple[int, ...] | None = None     # None: from the data (<= 256 per axis in 2D)
-    image_size: int | str | None = "auto"         # longer side of the working grid; None: native
+    image_size: int | str | None = "auto"         # 2D: longer side of the working grid; None: native
+    target_spacing: tuple[float, ...] | str | None = "auto"  # 3D: voxel size to resample to; auto: median
+    crop_nonzero: bool | str = "auto"             # crop to the non-zero region; auto: in 3D
+    cache: bool = True                            # keep resampled cases on disk (medseg.data.cache)
     val_fraction: float | None = None             # None: 20 % of cases, at most MAX_VAL_CASES
     lr: float = 2e-3
     weight_decay: float = 1e-5
@@ -80,6 +86,8 @@ class TrainConfig:
         d["features"] = list(self.features)
         d["patch_size"] = list(self.patch_size) if self.patch_size else None
         d["class_names"] = list(self.class_names) if self.class_names else None
+        if isinstance(self.target_spacing, tuple):
+            d["target_spacing"] = list(self.target_spacing)
         return d
 
     @classmethod
@@ -95,6 +103,8 @@ class TrainConfig:
             d["patch_size"] = tuple(d["patch_size"])
         if d.get("class_names"):
             d["class_names"] = tuple(d["class_names"])
+        if isinstance(d.get("target_spacing"), list):
+            d["target_spacing"] = tuple(d["target_spacing"])
         return cls(**d)
 
 
@@ -129,9 +139,23 @@ def choose_image_size(pairs: list[CasePair], requested: int | str | None) -> int
 
 
 def choose_patch_size(shapes: list[tuple[int, ...]], divisor: int) -> tuple[int, ...]:
-    """Median working shape rounded up to the network's divisor, capped per axis."""
+    """Median working shape rounded up to the network's divisor, capped per axis
+    (256 in 2D, 128 in 3D, where a patch costs a CPU about as much as a 256x256x... stack)."""
     median = np.median(np.array(shapes), axis=0)
-    return tuple(int(min(MAX_PATCH_2D, math.ceil(m / divisor) * divisor)) for m in median)
+    cap = MAX_PATCH_2D if len(median) == 2 else MAX_PATCH_3D
+    return tuple(int(min(cap, math.ceil(m / divisor) * divisor)) for m in median)
+
+
+def choose_spacing(pairs: list[CasePair], requested) -> tuple[float, ...] | None:
+    """Resolve `target_spacing="auto"`: the median voxel size per axis of the dataset (3D only)."""
+    if requested in (None, "native"):
+        return None
+    if requested != "auto":
+        return tuple(float(s) for s in requested)
+    spacings = [read_image_header(p.image).get("spacing") for p in pairs]
+    if any(s is None for s in spacings):
+        return None
+    return tuple(float(s) for s in np.median(np.array(spacings, dtype=float), axis=0))
 
 
 def choose_batch_size(patch_size: tuple[int, ...]) -> int:
@@ -141,11 +165,19 @@ def choose_batch_size(patch_size: tuple[int, ...]) -> int:
 
 
 def load_cases(pairs: list[CasePair], mapping: LabelMapping, pre: Preprocessor, workers: int,
-               desc: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Read and preprocess cases in parallel threads (image decoding releases the GIL)."""
+               desc: str, cache: CaseCache | None = None, channels: int | None = None
+               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Read, crop and resample cases (not yet normalised) in parallel threads (decoding releases
+    the GIL), from the on-disk cache where an entry for the same files and settings exists."""
+    cache = cache or CaseCache(None)
+
     def one(pair: CasePair) -> tuple[torch.Tensor, torch.Tensor]:
-        case = read_case(pair, mapping)
-        return pre.image(case), pre.label(case)
+        key = case_key(list(pair.image_files) + [pair.label], pre, mapping.to_dict())
+        resampled = cache.load(key)
+        if resampled is None:
+            resampled = pre.resample(read_case(pair, mapping, channels))
+            cache.save(key, resampled)
+        return resampled.image, resampled.label
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         loaded = list(tqdm(pool.map(one, pairs), total=len(pairs), desc=desc, unit="case",
@@ -188,8 +220,8 @@ class Trainer:
     # ----------------------------------------------------------------- data
     def _prepare_data(self) -> None:
         cfg = self.config
-        pairs = discover_pairs(self.data)
-        self.mapping = validate_dataset(pairs)
+        pairs, self.info = describe_dataset(self.data)
+        self.mapping = validate_dataset(pairs, self.info.label_mapping(), self.info.channels)
         if self.resume_state is not None:
             split = self.resume_state["split"]
             by_id = {p.case_id: p for p in pairs}
@@ -204,15 +236,24 @@ class Trainer:
             self.pre = Preprocessor.from_dict(self.resume_state["preprocessor"])
         else:
             self.train_pairs, self.val_pairs = split_cases(pairs, cfg.val_fraction, cfg.seed)
-            self.pre = Preprocessor(choose_image_size(pairs, cfg.image_size))
+            self.pre = self._choose_preprocessor(pairs)
         self.num_classes = self.mapping.num_classes
-        self.class_names = list(cfg.class_names or default_class_names(self.num_classes))
+        self.class_names = list(cfg.class_names or self.info.class_names or default_class_names(self.num_classes))
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names given but the labels hold "
                              f"{self.num_classes} classes ({self.mapping.describe()})")
-        self.train_images, self.train_labels = load_cases(self.train_pairs, self.mapping, self.pre, cfg.workers, "loading training cases")
+        cache = CaseCache(default_cache_dir() if cfg.cache else None)
+        load = dict(cache=cache, channels=self.info.channels)
+        self.train_images, self.train_labels = load_cases(self.train_pairs, self.mapping, self.pre, cfg.workers,
+                                                          "loading training cases", **load)
         val_subset = self.val_pairs[:MAX_VAL_CASES]
-        self.val_images, self.val_labels = load_cases(val_subset, self.mapping, self.pre, cfg.workers, "loading validation cases")
+        self.val_images, self.val_labels = load_cases(val_subset, self.mapping, self.pre, cfg.workers,
+                                                      "loading validation cases", **load)
+        self.cache_hits = cache.hits
+        if self.pre.normalization is None:
+            self.pre.normalization = self._choose_normalization()
+        self.train_images = [self.pre.normalise(x) for x in self.train_images]
+        self.val_images = [self.pre.normalise(x) for x in self.val_images]
         self.in_channels = int(self.train_images[0].shape[0])
         for pair, image in zip(self.train_pairs + val_subset, self.train_images + self.val_images):
             if image.shape[0] != self.in_channels:
@@ -221,6 +262,23 @@ class Trainer:
         self.spatial_dims = self.train_images[0].ndim - 1
         self.class_voxels = torch.bincount(torch.cat([y.flatten().long() for y in self.train_labels]),
                                            minlength=self.num_classes)
+
+    def _choose_preprocessor(self, pairs: list[CasePair]) -> Preprocessor:
+        """2D: resize large images (image_size); 3D: crop to non-zero, resample to target spacing."""
+        cfg = self.config
+        dims = len(read_image_header(pairs[0].image)["size"])
+        crop = (dims == 3) if cfg.crop_nonzero == "auto" else bool(cfg.crop_nonzero)
+        if dims == 2:
+            return Preprocessor(choose_image_size(pairs, cfg.image_size), crop_nonzero=crop,
+                                num_classes=self.mapping.num_classes)
+        return Preprocessor(None, choose_spacing(pairs, cfg.target_spacing), crop_nonzero=crop,
+                            num_classes=self.mapping.num_classes)
+
+    def _choose_normalization(self) -> list[dict]:
+        """Per channel: CT statistics from the training foreground where the channel is CT."""
+        names = self.info.channel_names or [None] * int(self.train_images[0].shape[0])
+        return [ct_statistics(self.train_images, self.train_labels, c) if (n or "").upper() == "CT"
+                else {"scheme": "zscore"} for c, n in enumerate(names)]
 
     # ---------------------------------------------------------------- model
     def model_options(self) -> dict:
@@ -315,6 +373,7 @@ class Trainer:
             "class_names": self.class_names,
             "label_mapping": self.mapping.to_dict(),
             "preprocessor": self.pre.to_dict(),
+            "dataset": self.info.to_dict(),
             "patch_size": list(self.config.patch_size),
             "config": self.config.to_dict(),
             "split": {"train": [p.case_id for p in self.train_pairs], "val": [p.case_id for p in self.val_pairs]},
@@ -339,6 +398,8 @@ class Trainer:
             "label_rule": self.mapping.describe(),
             "class_names": self.class_names,
             "preprocessor": self.pre.to_dict(),
+            "dataset": self.info.to_dict(),
+            "cache_hits": self.cache_hits,
             "cases": {"train": len(self.train_pairs), "val": len(self.val_pairs),
                       "val_used_per_epoch": len(self.val_images)},
             "split": {"train": [p.case_id for p in self.train_pairs], "val": [p.case_id for p in self.val_pairs]},

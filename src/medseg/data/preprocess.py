@@ -1,19 +1,29 @@
 """Turn a read `Case` into network input on the working grid, and map predictions back.
 
-Training and prediction share this one object, stored in every run, so an image is always
-resized and normalised the same way at both ends. Policy (also in the README):
+Training and prediction share this one object, stored in every run, so a case is always cropped,
+resampled and normalised the same way at both ends. Policy (also in the README):
 
-* Working grid (2D): images whose longer side exceeds `image_size` are resized, aspect ratio
-  kept, so that side equals `image_size`; smaller images keep their size. `image_size=None`
-  keeps every image at its native resolution. Labels are resized with nearest neighbour.
-* Intensities: z-score per image and per channel (RGB channels separately), so scanners and
-  exposure differences do not have to be learned.
-* Predicted probabilities are resized back (linear) to the original grid before argmax, so the
-  mask has exactly the input's size.
+* Crop (3D default): to the bounding box of the voxels that are non-zero in any channel, so
+  the network does not spend time on empty space around a skull-stripped brain. Outside the box
+  prediction is background.
+* Working grid: with `target_spacing` (3D default: the dataset's median spacing), every case is
+  resampled so one voxel has that physical size. Without it (2D), images whose longer side
+  exceeds `image_size` are resized, aspect ratio kept, so that side equals `image_size`; smaller
+  images keep their size; `image_size=None` keeps the native grid.
+  Images are interpolated linearly (antialiased when shrinking 2D images); labels are resampled
+  per class as one-hot maps with linear interpolation and re-labelled by the largest value,
+  which keeps thin structures that nearest-neighbour resampling would break.
+* Intensities, per channel: ``zscore`` (default, MR, photos): zero mean, unit variance per case;
+  ``ct``: clip to the dataset's foreground 0.5-99.5 percentiles, then subtract the dataset's
+  foreground mean and divide by its standard deviation (Hounsfield units mean the same in every
+  scan, so dataset statistics keep that information).
+* Predicted probabilities are resampled back (linear, one class at a time to bound memory) to
+  the cropped region's original size and pasted into the full grid, so the mask has exactly the
+  input's shape.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,12 +31,14 @@ import torch.nn.functional as F
 
 from ..case import Case
 
+CT_SAMPLES_PER_CASE = 10000  # foreground voxels per case drawn for the CT statistics
+
 
 def zscore(image: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Per-channel zero mean, unit variance over the spatial axes of a (C, *spatial) tensor."""
     flat = image.reshape(image.shape[0], -1).float()
     mean = flat.mean(dim=1)
-    std = flat.std(dim=1)
+    std = flat.std(dim=1) if flat.shape[1] > 1 else torch.zeros_like(mean)
     shape = (-1,) + (1,) * (image.ndim - 1)
     return (image - mean.view(shape)) / (std.view(shape) + eps)
 
@@ -45,12 +57,59 @@ def resize_image(image: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
                          align_corners=False, antialias=antialias)[0]
 
 
-def resize_label(label: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """Nearest-neighbour resize of an integer (*spatial) label map."""
+def resize_label(label: torch.Tensor, size: tuple[int, ...], num_classes: int | None = None) -> torch.Tensor:
+    """Resize an integer (*spatial) label map: one-hot linear interpolation, largest class wins."""
     if tuple(label.shape) == tuple(size):
         return label
-    out = F.interpolate(label[None, None].float(), size=size, mode="nearest-exact")
-    return out[0, 0].to(label.dtype)
+    k = int(label.max()) + 1 if num_classes is None else num_classes
+    best = torch.full(tuple(size), -1.0)
+    out = torch.zeros(tuple(size), dtype=label.dtype)
+    for c in range(k):
+        score = resize_image((label == c)[None].float(), size)[0]
+        better = score > best
+        out[better] = c
+        best = torch.where(better, score, best)
+    return out
+
+
+def crop_box(image: np.ndarray | torch.Tensor) -> tuple[slice, ...]:
+    """Bounding box of the voxels non-zero in any channel of (C, *spatial); the whole grid if none."""
+    nonzero = (image != 0).any(0) if isinstance(image, torch.Tensor) else np.any(image != 0, axis=0)
+    nonzero = np.asarray(nonzero)
+    box = []
+    for axis in range(nonzero.ndim):
+        others = tuple(a for a in range(nonzero.ndim) if a != axis)
+        hits = np.flatnonzero(nonzero.any(axis=others) if others else nonzero)
+        if len(hits) == 0:
+            return tuple(slice(0, s) for s in nonzero.shape)
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
+def ct_statistics(images: list[torch.Tensor], labels: list[torch.Tensor], channel: int, seed: int = 0) -> dict:
+    """Foreground intensity statistics of one channel over a dataset (CT normalisation)."""
+    gen = torch.Generator().manual_seed(seed)
+    samples = []
+    for image, label in zip(images, labels):
+        values = image[channel][label > 0]
+        if len(values) > CT_SAMPLES_PER_CASE:
+            values = values[torch.randint(len(values), (CT_SAMPLES_PER_CASE,), generator=gen)]
+        samples.append(values.float())
+    values = torch.cat(samples) if samples else torch.zeros(0)
+    if len(values) < 2:
+        values = torch.cat([im[channel].flatten().float() for im in images])
+    v = values.double().numpy()
+    return {"scheme": "ct", "lower": float(np.percentile(v, 0.5)), "upper": float(np.percentile(v, 99.5)),
+            "mean": float(v.mean()), "std": float(v.std())}
+
+
+@dataclass
+class Resampled:
+    """A case on the working grid before normalisation (what the on-disk cache stores)."""
+
+    image: torch.Tensor              # (C, *working) float32, intensities as stored
+    label: torch.Tensor | None       # (*working) uint8 class indices
+    box: tuple[slice, ...]           # crop region on the original grid
 
 
 @dataclass
@@ -58,33 +117,85 @@ class Preprocessor:
     """How cases map onto the grid the network sees (stored in the run as a dict)."""
 
     image_size: int | None = None
+    target_spacing: tuple[float, ...] | None = None
+    crop_nonzero: bool = False
+    normalization: list[dict] | None = None   # one {"scheme": ...} per channel; None: z-score all
+    num_classes: int | None = None
 
-    def working_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    def working_shape(self, shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> tuple[int, ...]:
+        if self.target_spacing is not None:
+            spacing = spacing or (1.0,) * len(shape)
+            return tuple(max(1, round(s * sp / t)) for s, sp, t in zip(shape, spacing, self.target_spacing))
         longest = max(shape)
         if self.image_size is None or longest <= self.image_size:
             return tuple(shape)
         scale = self.image_size / longest
         return tuple(max(1, round(s * scale)) for s in shape)
 
+    def box(self, case: Case) -> tuple[slice, ...]:
+        return crop_box(case.image) if self.crop_nonzero else tuple(slice(0, s) for s in case.spatial_shape)
+
+    def resample(self, case: Case, with_label: bool = True) -> Resampled:
+        """Crop and resample a case (image as stored, label as class indices)."""
+        box = self.box(case)
+        image = torch.from_numpy(np.ascontiguousarray(case.image[(slice(None),) + box], dtype=np.float32))
+        shape = self.working_shape(tuple(image.shape[1:]), case.spacing)
+        label = None
+        if with_label:
+            if case.label is None:
+                raise ValueError(f"{case.case_id}: case has no label")
+            label = torch.from_numpy(np.ascontiguousarray(case.label[box], dtype=np.uint8))
+            label = resize_label(label, shape, self.num_classes).contiguous()
+        return Resampled(resize_image(image, shape).contiguous(), label, box)
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """Per-channel intensity normalisation of a (C, *working) image (see module docstring)."""
+        schemes = self.normalization or [{"scheme": "zscore"}] * image.shape[0]
+        channels = []
+        for c, scheme in enumerate(schemes[: image.shape[0]]):
+            x = image[c:c + 1].float()
+            if scheme.get("scheme") == "ct":
+                x = (x.clamp(scheme["lower"], scheme["upper"]) - scheme["mean"]) / max(scheme["std"], 1e-6)
+            else:
+                x = zscore(x)
+            channels.append(x)
+        return torch.cat(channels).contiguous()
+
     def image(self, case: Case) -> torch.Tensor:
-        """(C, *working) float32 tensor, resized and z-scored."""
-        image = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))
-        return zscore(resize_image(image, self.working_shape(case.spatial_shape))).contiguous()
+        """(C, *working) float32 network input."""
+        return self.normalise(self.resample(case, with_label=False).image)
 
     def label(self, case: Case) -> torch.Tensor:
         """(*working) uint8 class-index tensor."""
-        if case.label is None:
-            raise ValueError(f"{case.case_id}: case has no label")
-        label = torch.from_numpy(np.ascontiguousarray(case.label, dtype=np.uint8))
-        return resize_label(label, self.working_shape(case.spatial_shape)).contiguous()
+        return self.resample(case).label
 
-    def restore(self, probabilities: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        """Resize (K, *working) probabilities back to the case's original spatial shape."""
-        return resize_image(probabilities, tuple(shape)) if tuple(probabilities.shape[1:]) != tuple(shape) else probabilities
+    def restore(self, probabilities: torch.Tensor, shape: tuple[int, ...],
+                box: tuple[slice, ...] | None = None) -> torch.Tensor:
+        """(K, *working) probabilities -> (K, *shape) on the case's original grid.
+
+        Resampled one class at a time into the output, so memory holds one full-size map per
+        class and nothing more; outside the crop box the background class has probability 1.
+        """
+        shape = tuple(shape)
+        box = box or tuple(slice(0, s) for s in shape)
+        box_shape = tuple(b.stop - b.start for b in box)
+        if box_shape == shape and tuple(probabilities.shape[1:]) == shape:
+            return probabilities
+        out = torch.zeros((probabilities.shape[0],) + shape, dtype=torch.float32)
+        out[0] = 1.0
+        for k in range(probabilities.shape[0]):
+            out[(k,) + tuple(box)] = resize_image(probabilities[k:k + 1], box_shape)[0]
+        return out
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"image_size": self.image_size,
+                "target_spacing": list(self.target_spacing) if self.target_spacing else None,
+                "crop_nonzero": self.crop_nonzero, "normalization": self.normalization,
+                "num_classes": self.num_classes}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessor":
+        d = dict(d)
+        if d.get("target_spacing"):
+            d["target_spacing"] = tuple(float(s) for s in d["target_spacing"])
         return cls(**d)

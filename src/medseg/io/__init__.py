@@ -12,7 +12,7 @@ A new format is a module that decorates its functions with `register_reader`,
 """
 from medseg.io import registry
 from medseg.io import image2d  # noqa: F401  (registers PNG, JPEG, BMP, TIFF)
-# Further format modules (3D: NIfTI, NRRD, MHA, DICOM) are imported here, after image2d.
+from medseg.io import volume  # noqa: F401  (registers NIfTI, NRRD, MHA/MHD; DICOM series)
 from medseg.io.dataset import CasePair, discover_pairs, list_images, read_case, validate_dataset
 from medseg.io.labels import LabelMapping, infer_label_mapping
 from medseg.io.registry import (

@@ -18,7 +18,9 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
 
 from tqdm.auto import tqdm
 
@@ -44,6 +46,7 @@ __all__ = [
     "discover_pairs",
     "validate_dataset",
     "read_case",
+    "read_image_channels",
     "list_images",
 ]
 
@@ -55,11 +58,17 @@ _LIST_LIMIT = 10  # names listed in an error message
 
 @dataclass
 class CasePair:
-    """One case on disk: its id (the file-name stem), its image file and its mask file (or None)."""
+    """One case on disk: its id, its image file (first channel), its mask file (or None) and,
+    for layouts with one file per channel (nnU-Net ``_0001`` ...), the further channel files."""
 
     case_id: str
     image: Path
     label: Path | None = None
+    extra_channels: tuple[Path, ...] = ()
+
+    @property
+    def image_files(self) -> tuple[Path, ...]:
+        return (self.image,) + tuple(self.extra_channels)
 
 
 def natural_key(text: str) -> tuple:
@@ -177,11 +186,54 @@ def _combine(problems: list[MedsegInputError]) -> MedsegInputError:
     return MedsegInputError(first.path, f"{first.problem}\n{len(rest)} more problem(s):\n" + "\n".join(lines))
 
 
-def validate_dataset(pairs: Iterable[CasePair]) -> LabelMapping:
+GEOMETRY_TOLERANCE = 1e-3  # mm (spacing, origin) and cosine (direction) that count as equal
+
+
+def _geometry_problem(a: dict, b: dict) -> str | None:
+    """Which of spacing / origin / direction differ between two headers' geometry, or None."""
+    ga, gb = a.get("geometry"), b.get("geometry")
+    if not ga or not gb:
+        return None
+    for key in ("spacing", "origin", "direction"):
+        va, vb = np.asarray(ga[key], float), np.asarray(gb[key], float)
+        if va.shape != vb.shape or not np.allclose(va, vb, atol=GEOMETRY_TOLERANCE, rtol=0):
+            fmt = lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")"  # noqa: E731
+            return f"{key} {fmt(vb)} differs from its image's {fmt(va)}"
+    return None
+
+
+def _channel_problem(pair: CasePair, channels: int, expected: int,
+                     by: str = "the dataset declares") -> MedsegInputError:
+    kind = f"has {channels} channel(s) (a 4D volume, or a colour picture)" if channels > 1 else "has 1 channel"
+    return MedsegInputError(pair.image, f"case {pair.case_id} {kind} where {by} {expected} "
+                                        f"(modalities / colour channels)")
+
+
+def _header(pair: CasePair, expected_channels: int | None) -> dict:
+    """Header of a case's image (all channel files): size, channels, geometry; checks they agree."""
+    headers = [read_image_header(f) for f in pair.image_files]
+    first = headers[0]
+    for f, h in zip(pair.image_files[1:], headers[1:]):
+        if tuple(h["size"]) != tuple(first["size"]):
+            raise MedsegInputError(f, f"channel size {_fmt_size(h['size'])} differs from {pair.image.name}'s "
+                                      f"{_fmt_size(first['size'])}")
+        problem = _geometry_problem(first, h)
+        if problem:
+            raise MedsegInputError(f, f"channel {problem.replace('its image', pair.image.name)}")
+    channels = sum(int(h.get("channels", 1)) for h in headers)
+    if expected_channels is not None and channels != expected_channels:
+        raise _channel_problem(pair, channels, expected_channels)
+    return {**first, "channels": channels}
+
+
+def validate_dataset(pairs: Iterable[CasePair], mapping: LabelMapping | None = None,
+                     expected_channels: int | None = None) -> LabelMapping:
     """Check a dataset before any training and decide its LabelMapping.
 
-    Every image header and every mask is read once: unreadable files, masks whose size differs
-    from their image, and mask values that fit no labelling rule (`medseg.io.labels`) raise one
+    Every image header and every mask is read once: unreadable or empty files, masks whose size
+    or geometry (spacing, origin, direction) differs from their image, images whose channel count
+    differs from `expected_channels` (e.g. a 4D file where one modality is declared), and mask
+    values that fit no labelling rule (`medseg.io.labels`), or not the given `mapping`, raise one
     MedsegInputError listing every problem found (the first in full). Shows a progress bar for
     more than `PROGRESS_MIN_FILES` cases.
     """
@@ -195,10 +247,10 @@ def validate_dataset(pairs: Iterable[CasePair]) -> LabelMapping:
                    leave=False)
         for pair in bar:
             try:
-                size = read_image_header(pair.image)["size"]
+                header = _header(pair, expected_channels)
             except MedsegInputError as e:
                 problems.append(e)
-                size = None
+                header = None
             if pair.label is None:
                 problems.append(MedsegInputError(pair.image, "has no mask"))
                 continue
@@ -207,13 +259,28 @@ def validate_dataset(pairs: Iterable[CasePair]) -> LabelMapping:
             except MedsegInputError as e:
                 problems.append(e)
                 continue
-            if size is not None and tuple(raw.shape) != tuple(size):
-                problems.append(_size_problem(pair, raw.shape, size))
+            if header is not None and tuple(raw.shape) != tuple(header["size"]):
+                problems.append(_size_problem(pair, raw.shape, header["size"]))
+                continue
+            if header is not None and header.get("geometry"):
+                problem = _geometry_problem(header, read_image_header(pair.label))
+                if problem:
+                    problems.append(MedsegInputError(pair.label, f"label {problem} ({pair.image})"))
+                    continue
+            if mapping is not None:
+                try:
+                    mapping.apply_checked(raw, pair.label)
+                except MedsegInputError as e:
+                    problems.append(e)
                 continue
             yield pair.label, raw
 
     try:
-        mapping = infer_label_mapping(masks())
+        if mapping is None:
+            mapping = infer_label_mapping(masks())
+        else:
+            for _ in masks():
+                pass
     except MedsegInputError as e:
         raise _combine(problems + [e]) from None
     if problems:
@@ -221,13 +288,35 @@ def validate_dataset(pairs: Iterable[CasePair]) -> LabelMapping:
     return mapping
 
 
-def read_case(pair: CasePair, mapping: LabelMapping | None = None) -> Case:
+def read_image_channels(files: Sequence[Path], case_id: str, expected_channels: int | None = None,
+                        expected_by: str = "the dataset declares") -> tuple[np.ndarray, tuple[float, ...], dict]:
+    """Read a case's channel files into one (C, *spatial) float32 array, checking that they
+    share one grid, that the channel count is the expected one and that no voxel is NaN or inf."""
+    arrays, spacing, meta = [], None, {}
+    for f in files:
+        array, sp, m = read_image(f)
+        if spacing is None:
+            spacing, meta = sp, m
+        elif tuple(array.shape[1:]) != tuple(arrays[0].shape[1:]):
+            raise MedsegInputError(f, f"channel size {_fmt_size(array.shape[1:])} differs from {files[0].name}'s "
+                                      f"{_fmt_size(arrays[0].shape[1:])}")
+        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise MedsegInputError(f, f"holds {bad} NaN or infinite voxel value(s); fix or mask them before training")
+        arrays.append(array)
+    image = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+    if expected_channels is not None and image.shape[0] != expected_channels:
+        raise _channel_problem(CasePair(case_id, Path(files[0])), image.shape[0], expected_channels, expected_by)
+    return image, spacing, meta
+
+
+def read_case(pair: CasePair, mapping: LabelMapping | None = None, expected_channels: int | None = None) -> Case:
     """Read one case: image (C, *spatial) float32 as stored (not normalised), label as class indices.
 
     `mapping` is the dataset's LabelMapping (from `validate_dataset` or a run); without one, it is
     inferred from this mask alone, which is only safe when every class appears in it.
     """
-    image, spacing, meta = read_image(pair.image)
+    image, spacing, meta = read_image_channels(pair.image_files, pair.case_id, expected_channels)
     label = None
     if pair.label is not None:
         raw = read_mask(pair.label)

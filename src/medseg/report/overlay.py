@@ -74,13 +74,58 @@ def overlay(
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
+MIN_PANEL_SIDE = 192  # small volumes (hippocampus crops are ~40 voxels) are enlarged to this
+
+
+def structure_centre(*masks: np.ndarray | None) -> tuple[int, ...] | None:
+    """Centre of mass of the foreground of the first mask that has any, as voxel indices."""
+    for mask in masks:
+        if mask is not None and np.any(mask > 0):
+            return tuple(int(round(c)) for c in np.argwhere(mask > 0).mean(axis=0))
+    return None
+
+
+def volume_overlay(image: np.ndarray, pred: np.ndarray | None = None, ref: np.ndarray | None = None,
+                   spacing: tuple[float, ...] = (1.0, 1.0, 1.0), alpha: float = 0.35) -> np.ndarray:
+    """Three orthogonal slices (axial, coronal, sagittal) through the centre of the labelled
+    structure (reference first, else prediction, else the volume's centre), side by side.
+
+    image: (C, z, y, x) or (z, y, x); pred / ref: (z, y, x). Each panel is drawn with its true
+    aspect ratio from `spacing` (z, y, x) and enlarged when small.
+    """
+    image = np.asarray(image)
+    vol = image[0] if image.ndim == 4 else image
+    centre = structure_centre(ref, pred) or tuple(s // 2 for s in vol.shape)
+    display = _rescale(vol.astype(np.float64))  # one intensity scale for the three panels
+    panels = []
+    for axis in range(3):
+        take = lambda a: None if a is None else np.take(a, centre[axis], axis=axis)  # noqa: E731
+        rgb = overlay(np.take(display, centre[axis], axis=axis), take(pred), take(ref), alpha=alpha)
+        rows, cols = [spacing[a] for a in range(3) if a != axis]
+        h, w = rgb.shape[:2]
+        scale = max(1.0, MIN_PANEL_SIDE / max(h * rows, w * cols))
+        size = (max(1, round(w * cols * scale)), max(1, round(h * rows * scale)))
+        panels.append(np.asarray(Image.fromarray(rgb).resize(size, Image.NEAREST)))
+    height = max(p.shape[0] for p in panels)
+    gap = np.zeros((height, 4, 3), np.uint8)
+    padded = [np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0))) for p in panels]
+    return np.concatenate([padded[0], gap, padded[1], gap, padded[2]], axis=1)
+
+
 def save_overlay(
-    path: Path, image: np.ndarray, pred: np.ndarray | None = None, ref: np.ndarray | None = None, **kw,
+    path: Path, image: np.ndarray, pred: np.ndarray | None = None, ref: np.ndarray | None = None,
+    spacing: tuple[float, ...] | None = None, **kw,
 ) -> Path:
-    """Write overlay(image, pred, ref, **kw) as a PNG (parent folders are made) and return its path."""
+    """Write an overlay PNG (parent folders are made) and return its path: `overlay` for 2D
+    images, `volume_overlay` (three orthogonal slices) for 3D volumes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(image, pred, ref, **kw)).save(path, format="PNG")
+    mask = pred if pred is not None else ref
+    if mask is not None and np.ndim(mask) == 3:
+        picture = volume_overlay(image, pred, ref, spacing=spacing or (1.0, 1.0, 1.0), **kw)
+    else:
+        picture = overlay(image, pred, ref, **kw)
+    Image.fromarray(picture).save(path, format="PNG")
     return path
 
 

@@ -1,0 +1,393 @@
+"""3D medical image files through SimpleITK: NIfTI, NRRD, MetaImage (MHA/MHD) and DICOM series.
+
+Axis order: arrays come back in ``sitk.GetArrayFromImage`` order, i.e. numpy ``(z, y, x)`` (the
+reverse of ITK's ``(x, y, z)`` index order), with a leading channel axis for images:
+``(C, z, y, x)``. Spacing is given in the same numpy order ``(sz, sy, sx)``, so ``spacing[i]``
+always belongs to ``array.shape[i + 1]``. A 4D file (e.g. MSD multi-modality NIfTI, ITK size
+``(x, y, z, t)``) gives one channel per volume ``t``; vector pixels give one channel per component.
+
+Geometry travels in ``meta["geometry"]`` in ITK order (``spacing``, ``origin``, flat row-major
+``direction``), exactly as SimpleITK reports it, so a predicted mask is written back
+(`write_volume_mask`) on the exact voxel grid of its image and overlays it in any viewer.
+
+DICOM series are folders, not suffixes, so they are not in the registry: use `is_dicom_folder`
+and `read_dicom_series`.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from medseg.errors import MedsegInputError
+from medseg.io.registry import (
+    match_suffix,
+    register_header_reader,
+    register_mask_reader,
+    register_mask_writer,
+    register_reader,
+)
+
+__all__ = [
+    "VOLUME_SUFFIXES",
+    "read_volume",
+    "read_volume_header",
+    "read_volume_mask",
+    "write_volume_mask",
+    "read_dicom_series",
+    "is_dicom_folder",
+    "write_dicom_series",
+]
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+# Single-file formats that SimpleITK compresses when asked (.nii stays plain by name; .mhd and
+# .nhdr keep a detached data file).
+_COMPRESSED_SUFFIXES = (".nii.gz", ".nrrd", ".mha")
+_SINGLE_FILE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
+NOT_A_SINGLE_VOLUME = "a label file must be a single 3D volume"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _short_itk_message(e: Exception) -> str:
+    """The useful line of a SimpleITK exception (the first line only names the C++ source file)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "ERROR:" in ln:
+            return ln.split("ERROR:", 1)[1].strip()
+    return lines[-1] if lines else type(e).__name__
+
+
+def _check_not_empty(path: Path) -> None:
+    if path.is_file() and path.stat().st_size == 0:
+        raise MedsegInputError(path, "file is empty (0 bytes)")
+
+
+def _itk_call(path: Path, what: str, func, *args):
+    """Run a SimpleITK call; its RuntimeError becomes a short MedsegInputError naming `path`."""
+    try:
+        return func(*args)
+    except RuntimeError as e:
+        raise MedsegInputError(path, f"cannot {what}: {_short_itk_message(e)}") from e
+
+
+def _file_reader(path: Path) -> sitk.ImageFileReader:
+    """An ImageFileReader with the header already read (no pixels yet)."""
+    _check_not_empty(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    _itk_call(path, "read header", reader.ReadImageInformation)
+    return reader
+
+
+def _geometry(dim: int, spacing, origin, direction) -> dict:
+    """ITK-order geometry of the (at most 3) spatial axes; a 4D image keeps its top-left 3x3."""
+    full = len(spacing)
+    d = min(dim, 3)
+    matrix = np.asarray(direction, dtype=float).reshape(full, full)[:d, :d]
+    return {
+        "spacing": [float(s) for s in spacing[:d]],
+        "origin": [float(o) for o in origin[:d]],
+        "direction": [float(v) for v in matrix.ravel()],
+    }
+
+
+def _layout(path: Path, dim: int, size, components: int) -> tuple[tuple[int, ...], int]:
+    """(numpy-order spatial shape, channels) of an ITK image of `dim` axes and `components`."""
+    if dim == 4:
+        if components > 1:
+            raise MedsegInputError(path, f"4D image with {components}-component pixels is not supported")
+        return tuple(int(s) for s in reversed(size[:3])), int(size[3])
+    if dim in (2, 3):
+        return tuple(int(s) for s in reversed(size)), int(components)
+    raise MedsegInputError(path, f"{dim}D image is not supported (expected 2D, 3D or 4D)")
+
+
+def _to_channels_first(img: sitk.Image) -> np.ndarray:
+    """(C, *spatial) numpy array of a 2D/3D scalar or vector image, or a 4D scalar image."""
+    a = sitk.GetArrayFromImage(img)
+    if img.GetDimension() == 4:  # ITK (x, y, z, t) -> numpy (t, z, y, x): t is already first
+        return a
+    if img.GetNumberOfComponentsPerPixel() > 1:  # numpy (*spatial, C)
+        return np.moveaxis(a, -1, 0)
+    return a[None]
+
+
+def _image_result(img: sitk.Image, path: Path, fmt: str, extra: dict | None = None):
+    dim = img.GetDimension()
+    size, channels = _layout(path, dim, img.GetSize(), img.GetNumberOfComponentsPerPixel())
+    geometry = _geometry(dim, img.GetSpacing(), img.GetOrigin(), img.GetDirection())
+    raw = _to_channels_first(img)
+    array = np.ascontiguousarray(raw, dtype=np.float32)
+    spacing = tuple(reversed(geometry["spacing"]))
+    meta = {"size": size, "geometry": geometry, "format": fmt, "channels": channels, "dtype": raw.dtype.name}
+    if extra:
+        meta.update(extra)
+    return array, spacing, meta
+
+
+def _smallest_int_dtype(lo: int, hi: int) -> np.dtype:
+    for dt in (np.uint8, np.uint16, np.int16, np.int32, np.int64):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dt)
+    raise ValueError(f"values {lo}..{hi} do not fit a 64-bit integer")
+
+
+# ----------------------------------------------------------------------------- files
+
+@register_reader(*VOLUME_SUFFIXES)
+def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, ...], dict]:
+    """``(array (C, z, y, x) float32, spacing (sz, sy, sx), meta)`` of a NIfTI/NRRD/MHA/MHD file."""
+    path = Path(path)
+    reader = _file_reader(path)
+    _layout(path, reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents())  # refuse early
+    img = _itk_call(path, "read image", reader.Execute)
+    return _image_result(img, path, match_suffix(path, VOLUME_SUFFIXES) or path.suffix.lower())
+
+
+@register_header_reader(*VOLUME_SUFFIXES)
+def read_volume_header(path: Path) -> dict:
+    """Size, channels and geometry from the header only (no pixels are read)."""
+    path = Path(path)
+    reader = _file_reader(path)
+    dim = reader.GetDimension()
+    size, channels = _layout(path, dim, reader.GetSize(), reader.GetNumberOfComponents())
+    geometry = _geometry(dim, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+    return {
+        "size": size,
+        "channels": channels,
+        "geometry": geometry,
+        "spacing": tuple(reversed(geometry["spacing"])),
+        "format": match_suffix(path, VOLUME_SUFFIXES) or path.suffix.lower(),
+        "pixel_type": sitk.GetPixelIDValueAsString(reader.GetPixelID()),
+    }
+
+
+@register_mask_reader(*VOLUME_SUFFIXES)
+def read_volume_mask(path: Path) -> np.ndarray:
+    """Raw stored label values, numpy ``(z, y, x)`` (or ``(y, x)`` for a 2D file), integer dtype."""
+    path = Path(path)
+    reader = _file_reader(path)
+    dim, comps = reader.GetDimension(), reader.GetNumberOfComponents()
+    if dim not in (2, 3) or comps > 1:
+        shape = "x".join(str(s) for s in reader.GetSize())
+        found = f"{dim}D ({shape})" + (f" with {comps} components per voxel" if comps > 1 else "")
+        raise MedsegInputError(path, f"{NOT_A_SINGLE_VOLUME}, found {found}")
+    mask = sitk.GetArrayFromImage(_itk_call(path, "read mask", reader.Execute))
+    if mask.dtype == bool:
+        return mask.astype(np.uint8)
+    if np.issubdtype(mask.dtype, np.integer):
+        return mask
+    if not np.all(np.isfinite(mask)) or not np.array_equal(mask, np.round(mask)):
+        raise MedsegInputError(
+            path, f"mask holds non-integer values (dtype {mask.dtype}; a probability map?): store class indices"
+        )
+    lo, hi = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
+    return mask.astype(_smallest_int_dtype(lo, hi))
+
+
+def _mask_pixel_dtype(path: Path, mask: np.ndarray) -> np.dtype:
+    lo, hi = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
+    if lo >= 0 and hi < 256:
+        return np.dtype(np.uint8)
+    if lo >= 0 and hi < 65536:
+        return np.dtype(np.uint16)
+    if np.iinfo(np.int32).min <= lo and hi <= np.iinfo(np.int32).max:
+        return np.dtype(np.int32)
+    raise MedsegInputError(path, f"mask values {lo}..{hi} do not fit a 32-bit integer")
+
+
+def _apply_geometry(path: Path, img: sitk.Image, meta: dict | None) -> None:
+    """Copy spacing/origin/direction (ITK order) from `meta["geometry"]`; check `meta["size"]`."""
+    meta = meta or {}
+    shape = sitk.GetArrayViewFromImage(img).shape
+    if meta.get("size") is not None and tuple(int(s) for s in meta["size"]) != tuple(shape):
+        raise MedsegInputError(path, f"mask shape {tuple(shape)} does not match the image size {tuple(meta['size'])}")
+    geometry = meta.get("geometry")
+    if not geometry:
+        return
+    dim = img.GetDimension()
+    spacing, origin, direction = geometry.get("spacing"), geometry.get("origin"), geometry.get("direction")
+    if spacing is not None and len(spacing) != dim or origin is not None and len(origin) != dim \
+            or direction is not None and len(direction) != dim * dim:
+        raise MedsegInputError(path, f"image geometry {geometry} does not fit a {dim}D mask")
+    try:
+        if spacing is not None:
+            img.SetSpacing([float(s) for s in spacing])
+        if origin is not None:
+            img.SetOrigin([float(o) for o in origin])
+        if direction is not None:
+            img.SetDirection([float(v) for v in direction])
+    except RuntimeError as e:
+        raise MedsegInputError(path, f"cannot use the image geometry: {_short_itk_message(e)}") from e
+
+
+@register_mask_writer(*VOLUME_SUFFIXES)
+def write_volume_mask(path: Path, mask: np.ndarray, meta: dict | None = None) -> None:
+    """Write an integer mask (z, y, x) on the image grid given by `meta["geometry"]`."""
+    path = Path(path)
+    mask = np.asarray(mask)
+    if mask.ndim not in (2, 3):
+        raise MedsegInputError(path, f"a volume mask must be 2D or 3D, got shape {mask.shape}")
+    img = sitk.GetImageFromArray(np.ascontiguousarray(mask.astype(_mask_pixel_dtype(path, mask), copy=False)))
+    _apply_geometry(path, img, meta)
+    suffix = match_suffix(path, VOLUME_SUFFIXES) or path.suffix.lower()
+    compress = suffix in _COMPRESSED_SUFFIXES
+    if suffix not in _SINGLE_FILE_SUFFIXES:  # detached data file: its name follows the header's
+        _itk_call(path, "write mask", sitk.WriteImage, img, str(path), compress)
+        return
+    tmp = path.with_name(f".{path.name[: -len(suffix)]}.{os.getpid()}.tmp{suffix}")
+    try:  # through a temporary file, so a crash never leaves half a mask
+        _itk_call(path, "write mask", sitk.WriteImage, img, str(tmp), compress)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ----------------------------------------------------------------------------- DICOM series
+
+_SKIP_SUFFIXES = VOLUME_SUFFIXES + (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".json", ".txt",
+                                    ".csv", ".md", ".raw", ".zraw", ".gz", ".zip", ".pt", ".pth", ".npy", ".npz")
+
+
+def _has_dicom_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def is_dicom_folder(path: str | os.PathLike, max_files: int = 64) -> bool:
+    """True when `path` is a folder holding DICOM files.
+
+    Cheap: looks at up to `max_files` files for a ``.dcm`` suffix or the ``DICM`` magic at byte
+    128; only when none matches but the folder holds files of no known type (old DICOM without a
+    preamble) does it ask GDCM for series.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return False
+    unknown = False
+    for i, f in enumerate(p for p in folder.iterdir() if p.is_file()):
+        if i >= max_files:
+            break
+        name = f.name.lower()
+        if name.endswith(".dcm") or _has_dicom_magic(f):
+            return True
+        if not name.startswith(".") and not name.endswith(_SKIP_SUFFIXES):
+            unknown = True
+    if not unknown:
+        return False
+    try:
+        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    except RuntimeError:
+        return False
+
+
+def _series_description(first_file: str) -> str:
+    try:
+        r = sitk.ImageFileReader()
+        r.SetFileName(first_file)
+        r.ReadImageInformation()
+        return r.GetMetaData("0008|103e").strip() if r.HasMetaDataKey("0008|103e") else ""
+    except RuntimeError:
+        return ""
+
+
+def _series_summary(folder: Path, series_ids) -> str:
+    parts = []
+    for sid in series_ids:
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)
+        desc = _series_description(files[0]) if files else ""
+        parts.append(f"{sid} ({len(files)} files" + (f", {desc!r})" if desc else ")"))
+    return ", ".join(parts)
+
+
+def read_dicom_series(folder: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...], dict]:
+    """Read the one DICOM series in `folder`: ``(array (1, z, y, x) float32, spacing, meta)``.
+
+    Slices are sorted by position (GDCM). The meta has the same keys as `read_volume`'s, with
+    ``format == "dicom"``, plus ``series_id``, ``series_description`` and ``files``.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise MedsegInputError(folder, "folder not found")
+    if not folder.is_dir():
+        raise MedsegInputError(folder, "is a file, expected a DICOM folder")
+    series_ids = _itk_call(folder, "search DICOM series", sitk.ImageSeriesReader.GetGDCMSeriesIDs, str(folder))
+    if not series_ids:
+        raise MedsegInputError(folder, "holds no DICOM series")
+    if len(series_ids) > 1:
+        raise MedsegInputError(
+            folder,
+            f"holds {len(series_ids)} DICOM series: {_series_summary(folder, series_ids)}: put one series per folder",
+        )
+    sid = series_ids[0]
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    img = _itk_call(folder, "read DICOM series", reader.Execute)
+    extra = {"series_id": sid, "series_description": _series_description(files[0]), "files": len(files)}
+    return _image_result(img, folder, "dicom", extra)
+
+
+def _new_uid() -> str:
+    return f"2.25.{uuid.uuid4().int}"  # UUID-derived DICOM UID (ISO/IEC 9834-8), 44 characters
+
+
+def write_dicom_series(
+    volume: np.ndarray,
+    folder: str | os.PathLike,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+    series_description: str = "medseg",
+    study_uid: str | None = None,
+    modality: str = "CT",
+) -> list[Path]:
+    """Write a volume (numpy (z, y, x), int16) as one DICOM file per slice; returns the files.
+
+    `spacing`, `origin` and `direction` are in ITK order. Files are named after the series
+    description, so two series can share a folder (for tests of multi-series folders).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise ValueError(f"expected a (z, y, x) volume, got shape {volume.shape}")
+    img = sitk.GetImageFromArray(np.ascontiguousarray(volume.astype(np.int16, copy=False)))
+    img.SetSpacing([float(s) for s in spacing])
+    img.SetOrigin([float(o) for o in origin])
+    img.SetDirection([float(v) for v in direction])
+    d = img.GetDirection()
+    date, clock = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
+    series_tags = {
+        "0008|0021": date, "0008|0031": clock, "0008|0008": "DERIVED\\SECONDARY", "0008|0060": modality,
+        "0008|103e": series_description, "0020|000d": study_uid or _new_uid(), "0020|000e": _new_uid(),
+        "0020|0037": "\\".join(repr(float(v)) for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
+        "0018|0050": repr(float(spacing[2])),
+    }
+    prefix = "".join(c if c.isalnum() else "_" for c in series_description) or "slice"
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()  # keep the UIDs set above instead of fresh ones per slice
+    paths = []
+    for k in range(img.GetDepth()):
+        s = img[:, :, k]
+        for tag, value in series_tags.items():
+            s.SetMetaData(tag, value)
+        s.SetMetaData("0008|0018", _new_uid())  # SOPInstanceUID
+        s.SetMetaData("0020|0032", "\\".join(repr(float(v)) for v in img.TransformIndexToPhysicalPoint((0, 0, k))))
+        s.SetMetaData("0020|0013", str(k + 1))
+        out = folder / f"{prefix}_{k:04d}.dcm"
+        writer.SetFileName(str(out))
+        writer.Execute(s)
+        paths.append(out)
+    return paths
