@@ -33,3 +33,18 @@ def test_registry_errors_name_the_choices():
     with pytest.raises(ValueError, match="unet"):
         build_model("no-such-net", 1, 2)
     assert {"unet", "classic", "unet-classic"} <= set(MODELS)
+
+
+def test_instance_norm_matches_torch_and_keeps_channels_last():
+    from medseg.nets.unet import InstanceNorm
+    torch.manual_seed(0)
+    for dims in (2, 3):
+        x = torch.randn(2, 5, *([9] * dims)) * 3 + 1
+        ours, ref = InstanceNorm(5), (torch.nn.InstanceNorm2d if dims == 2 else torch.nn.InstanceNorm3d)(5, affine=True)
+        with torch.no_grad():
+            ours.weight.uniform_(0.5, 2); ours.bias.uniform_(-1, 1)
+        ref.load_state_dict(ours.state_dict())
+        assert torch.allclose(ours(x), ref(x), atol=1e-5)
+    fmt = torch.channels_last_3d
+    x = torch.randn(2, 4, 6, 6, 6).to(memory_format=fmt)
+    assert InstanceNorm(4)(x).is_contiguous(memory_format=fmt)

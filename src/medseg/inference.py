@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import memory_format
+
 
 def gaussian_weight(patch_size: Sequence[int], sigma_scale: float = 0.125) -> torch.Tensor:
     """Separable Gaussian importance map, peak 1, floored so edges still count a little."""
@@ -104,6 +106,7 @@ def sliding_window(
         for flip in flips:
             dims = [a + 2 for a in flip]
             x = batch.flip(dims) if dims else batch
+            x = x.contiguous(memory_format=memory_format(x.ndim - 2))
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 logits = model(x)
             p = torch.softmax(logits.float(), dim=1)

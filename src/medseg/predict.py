@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .case import Case
 from .checkpoint import find_checkpoint, load_checkpoint
 from .data.preprocess import Preprocessor
-from .device import choose_precision, resolve_device
+from .device import choose_precision, memory_format, resolve_device
 from .errors import MedsegInputError
 from .inference import sliding_window
 from .io import write_mask
@@ -48,7 +48,7 @@ class Predictor:
         self.model = build_model(state["model_name"], self.in_channels, self.num_classes, state["spatial_dims"],
                                  **state["model_options"])
         self.model.load_state_dict(state["model"])
-        self.model.to(self.device).eval()
+        self.model.to(self.device, memory_format=memory_format(int(state["spatial_dims"]))).eval()
         self.overlap = overlap
         self.mirror_axes = tuple(range(int(state["spatial_dims"]))) if mirror else ()
         # bf16 pays off only where the hardware has it; fp32 otherwise (see medseg.device)

@@ -32,7 +32,7 @@ from .data.augment import AugmentConfig
 from .data.cache import CaseCache, case_key, default_cache_dir
 from .data.preprocess import Preprocessor, ct_statistics
 from .data.sampler import PatchSampler, Prefetcher
-from .device import choose_precision, resolve_device
+from .device import choose_precision, memory_format, resolve_device
 from .errors import MedsegInputError
 from .evaluate import default_class_names
 from .inference import count_windows, sliding_window
@@ -50,6 +50,8 @@ NATIVE_MAX_SIDE = 512      # datasets whose images are all at most this large ke
 AUTO_IMAGE_SIZE = 160      # otherwise images are resized so their longer side is this (BENCHMARKS.md)
 MAX_PATCH_2D = 256
 MAX_PATCH_3D = 128
+FEATURES_2D = (16, 32, 64, 128, 256)   # 4 poolings: 256-pixel patches end at 16x16
+FEATURES_3D = (16, 32, 64, 128)        # 3 poolings: 3D patches on a CPU are ~40-128 voxels a side
 MAX_VAL_CASES = 50         # validation each epoch uses at most this many cases (fixed subset)
 
 
@@ -58,7 +60,7 @@ class TrainConfig:
     """Every setting of a run; stored in run.json and in each checkpoint."""
 
     model: str = "unet"
-    features: tuple[int, ...] = (16, 32, 64, 128, 256)
+    features: tuple[int, ...] | None = None       # None: FEATURES_2D or FEATURES_3D
     norm: str = "instance"
     loss: str = "dice+ce"
     epochs: int | None = None
@@ -83,7 +85,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["features"] = list(self.features)
+        d["features"] = list(self.features) if self.features else None
         d["patch_size"] = list(self.patch_size) if self.patch_size else None
         d["class_names"] = list(self.class_names) if self.class_names else None
         if isinstance(self.target_spacing, tuple):
@@ -98,7 +100,8 @@ class TrainConfig:
         if "scale_range" in augment:
             augment["scale_range"] = tuple(augment["scale_range"])
         d["augment"] = AugmentConfig(**augment)
-        d["features"] = tuple(d["features"])
+        if d.get("features"):
+            d["features"] = tuple(d["features"])
         if d.get("patch_size"):
             d["patch_size"] = tuple(d["patch_size"])
         if d.get("class_names"):
@@ -287,8 +290,10 @@ class Trainer:
 
     def _prepare_model(self) -> None:
         cfg = self.config
+        if cfg.features is None:
+            cfg.features = FEATURES_3D if self.spatial_dims == 3 else FEATURES_2D
         self.model = build_model(cfg.model, self.in_channels, self.num_classes, self.spatial_dims,
-                                 **self.model_options()).to(self.device)
+                                 **self.model_options()).to(self.device, memory_format=memory_format(self.spatial_dims))
         divisor = getattr(self.model, "divisor", 16)
         if cfg.patch_size is None:
             cfg.patch_size = choose_patch_size([tuple(x.shape[1:]) for x in self.train_images], divisor)
@@ -453,7 +458,8 @@ class Trainer:
                     for x, y in prefetch:
                         for group in self.optimiser.param_groups:
                             group["lr"] = self.learning_rate()
-                        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                        x = x.to(self.device, non_blocking=True).contiguous(memory_format=memory_format(x.ndim - 2))
+                        y = y.to(self.device, non_blocking=True)
                         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
                                             enabled=self.autocast is not None):
                             logits = self.model(x)
