@@ -49,3 +49,28 @@ def kvasir_small(tmp_path: Path) -> Path:
     src = real_dataset("kvasir-seg")
     stems = sorted(p.stem for p in (src / "images").iterdir())[:6]
     return link_subset(src, tmp_path / "kvasir_small", stems, "images", "masks")
+
+
+HIPPOCAMPUS_CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006",
+                     "hippocampus_007", "hippocampus_008"]
+
+
+def hippocampus_msd(dst: Path, cases: list[str] = HIPPOCAMPUS_CASES) -> Path:
+    """An MSD folder (dataset.json + imagesTr/labelsTr symlinks) with some hippocampus cases."""
+    import json
+
+    src = real_dataset("msd-hippocampus")
+    desc = json.loads((src / "dataset.json").read_text())
+    for sub in ("imagesTr", "labelsTr"):
+        (dst / sub).mkdir(parents=True)
+        for case in cases:
+            (dst / sub / f"{case}.nii.gz").symlink_to(src / sub / f"{case}.nii.gz")
+    desc["training"] = [e for e in desc["training"] if Path(e["image"]).name[:-7] in cases]
+    desc["numTraining"] = len(desc["training"])
+    (dst / "dataset.json").write_text(json.dumps(desc))
+    return dst
+
+
+@pytest.fixture
+def hippo_small(tmp_path: Path) -> Path:
+    return hippocampus_msd(tmp_path / "hippo_small")

@@ -9,9 +9,10 @@ from .errors import MedsegInputError
 
 EPILOG = """\
 typical use:
-  medseg train DATA --out RUN --minutes 10     DATA holds images/ and labels/ (or masks/)
-  medseg predict RUN NEW_IMAGES --out PRED      one mask + one overlay per image
+  medseg train DATA --out RUN --minutes 10     DATA: images/ + labels/ (2D or 3D), an MSD or nnU-Net folder
+  medseg predict RUN NEW_IMAGES --out PRED      one mask + one overlay per image / volume / DICOM series
   medseg evaluate PRED LABELS                   per-class Dice, Jaccard, ... (CSV + JSON)
+  medseg convert brats SRC --out DATA           BraTS 2013 folders -> nnU-Net layout (FLAIR + T1c)
   medseg demo                                   all of the above on synthetic data, ~3 min
 """
 
@@ -33,10 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("train", help="train a model on a labelled dataset",
-                       description="Train a U-Net on DATA (images/ + labels/ or masks/, same file stems). "
+                       description="Train a U-Net on DATA: images/ + labels/ (or masks/, same file stems; "
+                       "PNG/JPEG/TIFF or NIfTI/NRRD/MHA), a Medical Segmentation Decathlon folder or an "
+                       "nnU-Net v2 folder (dataset.json). "
                        "The whole dataset is checked before training starts. Writes RUN/ with checkpoints "
                        "(best.pt, last.pt), log.csv, learning_curves.png and run.json.")
-    p.add_argument("data", type=Path, help="dataset folder with images/ and labels/ (or masks/)")
+    p.add_argument("data", type=Path, help="dataset folder (images/ + labels/, or dataset.json + imagesTr/ + labelsTr/)")
     p.add_argument("--out", type=Path, required=True, help="run folder to create (must be new or empty)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, help="number of epochs (of --iterations-per-epoch steps)")
@@ -52,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training loss (default dice+ce; weighted-dice uses inverse class frequency)")
     p.add_argument("--batch-size", type=int, help="patches per step")
     p.add_argument("--patch-size", type=_int_tuple, help="training patch, e.g. 256x256 (default: from the data)")
-    p.add_argument("--image-size", help="longer side of the working grid: auto (default), native, or a number")
+    p.add_argument("--image-size", help="2D: longer side of the working grid: auto (default), native, or a number")
+    p.add_argument("--target-spacing", type=lambda t: tuple(float(v) for v in t.replace("x", ",").split(",")),
+                   help="3D: voxel size (mm, array axis order) to resample to (default: the dataset's median)")
+    p.add_argument("--no-crop", action="store_true", help="3D: do not crop cases to their non-zero region")
+    p.add_argument("--no-cache", action="store_true", help="do not keep resampled cases on disk "
+                   "($MEDSEG_CACHE, default ~/.cache/medseg/preprocessed)")
     p.add_argument("--iterations-per-epoch", type=int, help="steps between validations/checkpoints")
     p.add_argument("--lr", type=float, help="initial learning rate of Adam")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto measures whether bf16 is faster here")
@@ -63,16 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
 
     p = sub.add_parser("predict", help="segment new images with a trained run",
-                       description="Writes OUT/<stem>.png (class indices 0..K-1, same size as the input) "
-                       "and OUT/overlays/<stem>.png for every input image.")
+                       description="Writes one mask per case (class indices 0..K-1, the input's size and "
+                       "geometry) in the input's format (PNG for pictures; NIfTI/NRRD/MHA as the input; "
+                       ".nii.gz for DICOM) and OUT/overlays/<case>.png.")
     p.add_argument("run", type=Path, help="run folder made by `medseg train`")
-    p.add_argument("input", type=Path, help="an image file or a folder of images")
+    p.add_argument("input", type=Path, help="an image or volume file, a DICOM series folder, or a folder of "
+                   "them (nnU-Net CASE_0000/_0001 channel files are grouped by case)")
     p.add_argument("--out", type=Path, required=True, help="folder for the masks")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which weights (default best)")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap for large images (default 0.5)")
     p.add_argument("--mirror", action="store_true", help="test-time augmentation: average over flips (slower)")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay pictures")
     p.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
+    p.add_argument("--format", dest="output_format", help="mask file type, e.g. .nii.gz, .nrrd, .mha, .png "
+                   "(default: the input's)")
     _add_device(p)
 
     p = sub.add_parser("evaluate", help="compare predicted masks with reference masks",
@@ -83,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="summary JSON (default PRED/evaluation.json)")
     p.add_argument("--csv", type=Path, help="per-case CSV (default PRED/evaluation.csv)")
     p.add_argument("--num-classes", type=int, help="number of classes (default: from the masks)")
+
+    p = sub.add_parser("convert", help="convert a published dataset layout into one medseg trains on",
+                       description="brats: BraTS 2013 case folders (Flair*, T1c*, OTMultiClass) -> nnU-Net v2 "
+                       "layout with dataset.json (channels FLAIR, T1c). Links files unless --copy.")
+    p.add_argument("kind", choices=["brats"], help="source layout")
+    p.add_argument("source", type=Path, help="source folder (e.g. ../shared/data/brats2013-6)")
+    p.add_argument("--out", type=Path, required=True, help="new dataset folder")
+    p.add_argument("--copy", action="store_true", help="copy files instead of symlinking them")
 
     p = sub.add_parser("demo", help="synthetic end-to-end demo: data, training, prediction, evaluation, report",
                        description="Makes phantom images, trains ~2 minutes, predicts, evaluates and writes "
@@ -105,6 +125,12 @@ def _train_options(args: argparse.Namespace) -> dict:
             "auto" if args.image_size == "auto" else int(args.image_size))
     if args.no_augment:
         options["augment"] = False
+    if args.target_spacing is not None:
+        options["target_spacing"] = args.target_spacing
+    if args.no_crop:
+        options["crop_nonzero"] = False
+    if args.no_cache:
+        options["cache"] = False
     if "epochs" not in options and "minutes" not in options and not args.resume:
         options["minutes"] = 10.0
     return options
@@ -120,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "predict":
             written = api.predict(args.run, args.input, args.out, device=args.device, checkpoint=args.checkpoint,
                                   overlap=args.overlap, mirror=args.mirror, overlays=not args.no_overlays,
-                                  overwrite=args.overwrite)
+                                  overwrite=args.overwrite, output_format=args.output_format)
             print(f"{len(written)} mask(s) written to {args.out}")
         elif args.command == "evaluate":
             result = api.evaluate(args.pred, args.labels, num_classes=args.num_classes,
@@ -128,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
                                   json_path=args.json or args.pred / "evaluation.json")
             print(result.table())
             print(f"per-case rows: {args.csv or args.pred / 'evaluation.csv'}; summary: {args.json or args.pred / 'evaluation.json'}")
+        elif args.command == "convert":
+            from .io.convert import convert_brats
+            out = convert_brats(args.source, args.out, copy=args.copy)
+            print(f"dataset written to {out} (train with: medseg train {out} --out RUN)")
         elif args.command == "demo":
             report = api.demo(args.out, minutes=args.minutes, device=args.device)
             print(f"report: {report}")

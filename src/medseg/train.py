@@ -50,6 +50,7 @@ NATIVE_MAX_SIDE = 512      # datasets whose images are all at most this large ke
 AUTO_IMAGE_SIZE = 160      # otherwise images are resized so their longer side is this (BENCHMARKS.md)
 MAX_PATCH_2D = 256
 MAX_PATCH_3D = 128
+MAX_PATCH_VOXELS_3D = 64 ** 3   # ~1.5 s per patch for a training step of the default 3D U-Net here
 FEATURES_2D = (16, 32, 64, 128, 256)   # 4 poolings: 256-pixel patches end at 16x16
 FEATURES_3D = (16, 32, 64, 128)        # 3 poolings: 3D patches on a CPU are ~40-128 voxels a side
 MAX_VAL_CASES = 50         # validation each epoch uses at most this many cases (fixed subset)
@@ -142,11 +143,15 @@ def choose_image_size(pairs: list[CasePair], requested: int | str | None) -> int
 
 
 def choose_patch_size(shapes: list[tuple[int, ...]], divisor: int) -> tuple[int, ...]:
-    """Median working shape rounded up to the network's divisor, capped per axis
-    (256 in 2D, 128 in 3D, where a patch costs a CPU about as much as a 256x256x... stack)."""
+    """Median working shape rounded up to the network's divisor, capped per axis (256 in 2D,
+    128 in 3D); in 3D the longest axis then shrinks until the patch holds at most
+    MAX_PATCH_VOXELS_3D voxels, so one CPU training step stays around a second or two."""
     median = np.median(np.array(shapes), axis=0)
     cap = MAX_PATCH_2D if len(median) == 2 else MAX_PATCH_3D
-    return tuple(int(min(cap, math.ceil(m / divisor) * divisor)) for m in median)
+    patch = [int(min(cap, math.ceil(m / divisor) * divisor)) for m in median]
+    while len(patch) == 3 and int(np.prod(patch)) > MAX_PATCH_VOXELS_3D and max(patch) > divisor:
+        patch[int(np.argmax(patch))] -= divisor
+    return tuple(patch)
 
 
 def choose_spacing(pairs: list[CasePair], requested) -> tuple[float, ...] | None:

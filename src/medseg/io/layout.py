@@ -24,11 +24,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from medseg.errors import MedsegInputError
-from medseg.io.dataset import CasePair, discover_pairs, natural_key
+from medseg.io.dataset import CasePair, _files_by_stem, _subdir, _supported, discover_pairs, natural_key
 from medseg.io.labels import LabelMapping
-from medseg.io.registry import case_stem
+from medseg.io.registry import case_stem, is_image_file
+from medseg.io.volume import is_dicom_folder
 
-__all__ = ["DatasetInfo", "describe_dataset", "CHANNEL_SUFFIX"]
+__all__ = ["DatasetInfo", "describe_dataset", "InputCase", "prediction_inputs", "CHANNEL_SUFFIX"]
 
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")  # nnU-Net: CASE_0000
 _LIST_LIMIT = 10
@@ -217,10 +218,6 @@ def prediction_inputs(path: str | os.PathLike, channels: int = 1,
     into cases and must provide exactly the model's channels; other files are one case each. A
     folder of DICOM series folders gives one case per series folder.
     """
-    from medseg.io.dataset import _files_by_stem, _subdir, _supported
-    from medseg.io.registry import is_image_file
-    from medseg.io.volume import is_dicom_folder
-
     path = Path(path)
     if not path.exists():
         raise MedsegInputError(path, "not found")

@@ -147,7 +147,21 @@ def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, ...], dict]:
     reader = _file_reader(path)
     _layout(path, reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents())  # refuse early
     img = _itk_call(path, "read image", reader.Execute)
-    return _image_result(img, path, match_suffix(path, VOLUME_SUFFIXES) or path.suffix.lower())
+    suffix = match_suffix(path, VOLUME_SUFFIXES) or path.suffix.lower()
+    if suffix in (".nii", ".nii.gz") and "float" in sitk.GetPixelIDValueAsString(reader.GetPixelID()):
+        _check_nifti_finite(path)
+    return _image_result(img, path, suffix)
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """ITK's NIfTI reader turns NaN voxels into 0 without a word; read the stored values with
+    nibabel so a scan with NaN or infinite intensities is refused instead of silently altered."""
+    import nibabel
+
+    data = np.asanyarray(nibabel.load(str(path)).dataobj)
+    bad = data.size - int(np.count_nonzero(np.isfinite(data)))
+    if bad:
+        raise MedsegInputError(path, f"holds {bad} NaN or infinite voxel value(s); fix or mask them before training")
 
 
 @register_header_reader(*VOLUME_SUFFIXES)
