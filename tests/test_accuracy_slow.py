@@ -1,4 +1,4 @@
-"""The judged accuracy protocols, end to end on real data (10 and 15 minutes: `make test-slow`)."""
+"""The judged accuracy protocols, end to end on real data (10, 15 and 20 minutes: `make test-slow`)."""
 from __future__ import annotations
 
 import json
@@ -32,3 +32,15 @@ def test_kvasir_polyp_dice_at_original_resolution(tmp_path: Path):
     result = _run("kvasir", tmp_path)
     assert result["train_wall_s"] <= 15 * 60 + 30
     assert result["dice"]["polyp"] >= 0.82, result["dice"]
+
+
+@pytest.mark.slow
+def test_hippocampus_dice_in_20_minutes_with_the_input_geometry(tmp_path: Path):
+    real_dataset("msd-hippocampus")
+    bench = BENCH.with_name("accuracy_3d.py")
+    subprocess.run([sys.executable, str(bench), "--out", str(tmp_path)], check=True)
+    result = json.loads((tmp_path / "hippocampus.json").read_text())
+    assert result["train_wall_s"] <= 20 * 60 + 30
+    assert result["geometry_identical"] == "52/52"
+    dice = result["dice_mirror_tta"]
+    assert dice["anterior"] >= 0.88 and dice["posterior"] >= 0.87, result

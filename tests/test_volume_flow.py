@@ -52,6 +52,7 @@ def test_3d_run_records_volume_settings(hippo_run):
     assert info["preprocessor"]["target_spacing"] == [1.0, 1.0, 1.0]
     assert info["preprocessor"]["crop_nonzero"] is True
     assert info["class_names"] == ["background", "Anterior", "Posterior"]
+    assert info["config"]["augment"]["flip_axes"] == [2]   # RAS volumes: numpy axis 2 is left-right
     assert (hippo_run / "checkpoints" / "last.pt").is_file()
 
 
@@ -216,3 +217,24 @@ def test_brats_converts_to_a_two_modality_nnunet_dataset(tmp_path):
     assert all(p.image.is_symlink() for p in pairs)
     with pytest.raises(FileExistsError):
         convert_brats(real_dataset("brats2013-6"), out)
+
+
+def test_cli_convert_and_predict_format(hippo_run, tmp_path, capsys):
+    from medseg.cli import main
+
+    assert main(["convert", "brats", str(real_dataset("brats2013-6")), "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "dataset.json").is_file()
+    assert main(["predict", str(hippo_run), str(_image("hippocampus_011")), "--out", str(tmp_path / "p"),
+                 "--format", ".mha", "--no-overlays"]) == 0
+    assert (tmp_path / "p" / "hippocampus_011.mha").is_file()
+    assert main(["predict", str(hippo_run), str(_image("hippocampus_011")), "--out", str(tmp_path / "q"),
+                 "--format", ".xyz"]) == 2
+    assert "cannot write masks as .xyz" in capsys.readouterr().err
+
+
+def test_left_right_axis_follows_the_scan_direction():
+    from medseg.data.augment import left_right_axis
+
+    assert left_right_axis((-1, 0, 0, 0, -1, 0, 0, 0, 1)) == 2       # axial, RAS or LPS
+    assert left_right_axis((0, 0, 1, 0, 1, 0, -1, 0, 0)) == 0        # i runs along z: x is the slice axis
+    assert left_right_axis((0.1, 0.99, 0, 0.99, -0.1, 0, 0, 0, 1)) == 1  # rotated: j runs mostly along x

@@ -50,7 +50,10 @@ class Predictor:
         self.model.load_state_dict(state["model"])
         self.model.to(self.device, memory_format=memory_format(int(state["spatial_dims"]))).eval()
         self.overlap = overlap
-        self.mirror_axes = tuple(range(int(state["spatial_dims"]))) if mirror else ()
+        # mirror only along the axes the model was trained to be indifferent to (its flips)
+        flips = (state.get("config") or {}).get("augment", {}).get("flip_axes")
+        all_axes = tuple(range(int(state["spatial_dims"])))
+        self.mirror_axes = (all_axes if flips in (None, "auto") else tuple(flips)) if mirror else ()
         # bf16 pays off only where the hardware has it; fp32 otherwise (see medseg.device)
         self.autocast = choose_precision(precision, self.device)
 

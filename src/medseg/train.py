@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data.augment import AugmentConfig
+from .data.augment import AugmentConfig, left_right_axis
 from .data.cache import CaseCache, case_key, default_cache_dir
 from .data.preprocess import Preprocessor, ct_statistics
 from .data.sampler import PatchSampler, Prefetcher
@@ -98,8 +99,9 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         augment = dict(d.get("augment") or {})
-        if "scale_range" in augment:
-            augment["scale_range"] = tuple(augment["scale_range"])
+        for key in ("scale_range", "flip_axes"):
+            if isinstance(augment.get(key), list):
+                augment[key] = tuple(augment[key])
         d["augment"] = AugmentConfig(**augment)
         if d.get("features"):
             d["features"] = tuple(d["features"])
@@ -164,6 +166,19 @@ def choose_spacing(pairs: list[CasePair], requested) -> tuple[float, ...] | None
     if any(s is None for s in spacings):
         return None
     return tuple(float(s) for s in np.median(np.array(spacings, dtype=float), axis=0))
+
+
+def choose_flip_axes(pairs: list[CasePair], spatial_dims: int) -> tuple[int, ...] | None:
+    """Flip augmentation axes: all in 2D (None); in 3D the left-right axis that most training
+    scans' direction matrices agree on (all axes when the files carry no direction)."""
+    if spatial_dims != 3:
+        return None
+    votes = Counter()
+    for pair in pairs[:50]:
+        geometry = read_image_header(pair.image).get("geometry")
+        if geometry and len(geometry.get("direction", ())) == 9:
+            votes[left_right_axis(geometry["direction"])] += 1
+    return (votes.most_common(1)[0][0],) if votes else None
 
 
 def choose_batch_size(patch_size: tuple[int, ...]) -> int:
@@ -268,6 +283,8 @@ class Trainer:
                 raise MedsegInputError(pair.image, f"has {image.shape[0]} channel(s) but other images have "
                                        f"{self.in_channels}; mixing grey and colour images is not supported")
         self.spatial_dims = self.train_images[0].ndim - 1
+        if cfg.augment.flip_axes == "auto":
+            cfg.augment.flip_axes = choose_flip_axes(self.train_pairs, self.spatial_dims)
         self.class_voxels = torch.bincount(torch.cat([y.flatten().long() for y in self.train_labels]),
                                            minlength=self.num_classes)
 

@@ -26,6 +26,10 @@ class AugmentConfig:
     p_scale: float = 0.2
     scale_range: tuple[float, float] = (0.85, 1.15)
     p_flip: float = 0.5               # per axis
+    # spatial axes that may be flipped: None = all; "auto" = all in 2D, in 3D only the patient's
+    # left-right axis (bodies are near mirror-symmetric left to right, not front to back), as
+    # resolved by the trainer from the scans' direction (`left_right_axis`)
+    flip_axes: tuple[int, ...] | str | None = "auto"
     p_brightness: float = 0.15
     p_contrast: float = 0.15
     p_gamma: float = 0.3
@@ -56,6 +60,14 @@ def _rotation(dims: int, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tens
     return rot
 
 
+def left_right_axis(direction: list[float] | tuple[float, ...]) -> int:
+    """The numpy axis (of a (z, y, x) array) along which the patient's left-right runs: the
+    voxel axis whose direction cosine has the largest physical-x (LPS: right-to-left) part.
+    `direction` is ITK's flat row-major 3x3 matrix (rows: physical x, y, z; columns: i, j, k)."""
+    row_x = [abs(float(v)) for v in list(direction)[:3]]
+    return 2 - max(range(3), key=lambda c: row_x[c])
+
+
 def spatial_transform(dims: int, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
     """A random (dims x dims) matrix in voxel units: rotation, isotropic scale and flips."""
     matrix = torch.eye(dims, dtype=torch.float64)
@@ -65,7 +77,7 @@ def spatial_transform(dims: int, gen: torch.Generator, cfg: AugmentConfig) -> to
         matrix = _rotation(dims, gen, cfg) @ matrix
     if _chance(gen, cfg.p_scale):
         matrix = matrix * _uniform(gen, *cfg.scale_range)
-    for axis in range(dims):
+    for axis in range(dims) if cfg.flip_axes in (None, "auto") else cfg.flip_axes:
         if _chance(gen, cfg.p_flip):
             matrix[:, axis] *= -1
     return matrix
