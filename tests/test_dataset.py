@@ -10,7 +10,8 @@ from PIL import Image
 
 from medseg.case import Case
 from medseg.errors import MedsegInputError
-from medseg.io.dataset import CasePair, discover_pairs, list_images, natural_key, read_case, validate_dataset
+from medseg.io.dataset import CasePair, discover_pairs, natural_key, read_case, validate_dataset
+from medseg.io.layout import prediction_inputs
 from medseg.io.labels import LabelMapping
 
 from conftest import real_dataset  # noqa: E402
@@ -195,32 +196,33 @@ def test_read_case(tmp_path):
     assert unlabelled.label is None and unlabelled.image.shape == (3, 12, 16)
 
 
-def test_list_images(tmp_path):
+def test_prediction_inputs_of_pictures(tmp_path):
     folder = tmp_path / "in"
     for name in ["img10.png", "img2.jpg", "img1.tif", ".hidden.png", "notes.txt"]:
         if name.endswith(".txt"):
             (folder / name).write_text("x")
         else:
             write(folder / name, np.zeros((4, 4), np.uint8))
-    assert [p.name for p in list_images(folder)] == ["img1.tif", "img2.jpg", "img10.png"]
-    assert list_images(folder / "img2.jpg") == [folder / "img2.jpg"]
+    assert [c.source.name for c in prediction_inputs(folder)] == ["img1.tif", "img2.jpg", "img10.png"]
+    assert [c.case_id for c in prediction_inputs(folder)] == ["img1", "img2", "img10"]
+    assert [c.files for c in prediction_inputs(folder / "img2.jpg")] == [(folder / "img2.jpg",)]
 
     dataset = make_dataset(tmp_path / "d", ["3", "20", "100"])  # a dataset folder: its images/
-    assert [p.name for p in list_images(dataset)] == ["3.png", "20.png", "100.png"]
+    assert [c.source.name for c in prediction_inputs(dataset)] == ["3.png", "20.png", "100.png"]
 
     with pytest.raises(MedsegInputError) as e:
-        list_images(folder / "notes.txt")
+        prediction_inputs(folder / "notes.txt")
     assert_error(e, "notes.txt", "not a supported image")
     (tmp_path / "void").mkdir()
     with pytest.raises(MedsegInputError) as e:
-        list_images(tmp_path / "void")
+        prediction_inputs(tmp_path / "void")
     assert_error(e, "void", "no image files")
     with pytest.raises(MedsegInputError) as e:
-        list_images(tmp_path / "absent")
+        prediction_inputs(tmp_path / "absent")
     assert_error(e, "absent", "not found")
     write(folder / "img2.png", np.zeros((4, 4), np.uint8))
     with pytest.raises(MedsegInputError) as e:
-        list_images(folder)
+        prediction_inputs(folder)
     assert_error(e, "img2.jpg", "img2.png")
 
 

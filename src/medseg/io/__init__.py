@@ -5,7 +5,8 @@ the generic functions re-exported here and never branch on file types:
 
 * `read_image`, `read_image_header`, `read_mask`, `write_mask`, `is_image_file`, `is_mask_file`;
 * `LabelMapping`, `infer_label_mapping`: stored mask values -> class indices (`medseg.io.labels`);
-* `CasePair`, `discover_pairs`, `validate_dataset`, `read_case`, `list_images` (`medseg.io.dataset`).
+* `CasePair`, `discover_pairs`, `validate_dataset`, `read_case` (`medseg.io.dataset`);
+* `DatasetInfo`, `describe_dataset`, `InputCase`, `prediction_inputs` (`medseg.io.layout`).
 
 A new format is a module that decorates its functions with `register_reader`,
 `register_mask_reader`, ... and is imported below.
@@ -13,7 +14,8 @@ A new format is a module that decorates its functions with `register_reader`,
 from medseg.io import registry
 from medseg.io import image2d  # noqa: F401  (registers PNG, JPEG, BMP, TIFF)
 from medseg.io import volume  # noqa: F401  (registers NIfTI, NRRD, MHA/MHD; DICOM series)
-from medseg.io.dataset import CasePair, discover_pairs, list_images, read_case, validate_dataset
+from medseg.io.dataset import CasePair, discover_pairs, read_case, validate_dataset
+from medseg.io.layout import DatasetInfo, InputCase, describe_dataset, prediction_inputs
 from medseg.io.labels import LabelMapping, infer_label_mapping
 from medseg.io.registry import (
     IMAGE_SUFFIXES,
@@ -52,5 +54,8 @@ __all__ = [
     "discover_pairs",
     "validate_dataset",
     "read_case",
-    "list_images",
+    "DatasetInfo",
+    "InputCase",
+    "describe_dataset",
+    "prediction_inputs",
 ]

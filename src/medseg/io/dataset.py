@@ -47,7 +47,6 @@ __all__ = [
     "validate_dataset",
     "read_case",
     "read_image_channels",
-    "list_images",
 ]
 
 IMAGE_DIR_NAMES = ("images", "imagesTr")
@@ -334,23 +333,3 @@ def read_case(pair: CasePair, mapping: LabelMapping | None = None, expected_chan
         label_source=pair.label,
         meta=meta,
     )
-
-
-def list_images(path: str | os.PathLike) -> list[Path]:
-    """Images to predict: one image file, or a folder's image files (not recursive), natural order.
-
-    A folder holding an ``images/`` (or ``imagesTs/``) subfolder means that subfolder. Two files
-    with the same stem would write the same output, so they are refused.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise MedsegInputError(path, "not found")
-    if path.is_file():
-        if not is_image_file(path):
-            raise MedsegInputError(path, f"not a supported image file (supported: {_supported()})")
-        return [path]
-    folder = _subdir(path, ("images", "imagesTs"), "image") or path
-    files = _files_by_stem(folder, is_image_file, "image")
-    if not files:
-        raise MedsegInputError(folder, f"holds no image files (supported: {_supported()})")
-    return [files[s] for s in sorted(files, key=natural_key)]

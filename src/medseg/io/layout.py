@@ -212,7 +212,7 @@ def _group_channels(files: list[Path], channels: int, channel_names: list[str] |
 def prediction_inputs(path: str | os.PathLike, channels: int = 1,
                       channel_names: list[str] | None = None) -> list[InputCase]:
     """The cases to predict under `path`: an image/volume file, a DICOM series folder, or a
-    folder of files (``images/``, ``imagesTs/`` or ``imagesTr/`` inside it are used if present).
+    folder of files (a dataset folder's ``imagesTs/``, else ``images/``, else ``imagesTr/``).
 
     In a folder, files named like nnU-Net channel files (``CASE_0000.nii.gz`` ...) are grouped
     into cases and must provide exactly the model's channels; other files are one case each. A
@@ -227,7 +227,7 @@ def prediction_inputs(path: str | os.PathLike, channels: int = 1,
         return [InputCase(case_stem(path), (path,))]
     if is_dicom_folder(path):
         return [InputCase(path.name, (path,), dicom=True)]
-    folder = _subdir(path, ("images", "imagesTs", "imagesTr"), "image") or path
+    folder = next((d for names in (("imagesTs",), ("images",), ("imagesTr",)) if (d := _subdir(path, names, "image"))), path)
     by_stem = _files_by_stem(folder, is_image_file, "image")
     if not by_stem:
         series = sorted((d for d in folder.iterdir() if d.is_dir() and is_dicom_folder(d)), key=lambda d: natural_key(d.name))

@@ -101,6 +101,8 @@ def volume_overlay(image: np.ndarray, pred: np.ndarray | None = None, ref: np.nd
     for axis in range(3):
         take = lambda a: None if a is None else np.take(a, centre[axis], axis=axis)  # noqa: E731
         rgb = overlay(np.take(display, centre[axis], axis=axis), take(pred), take(ref), alpha=alpha)
+        if axis != 0:  # coronal and sagittal rows run along z: draw the top of the head on top
+            rgb = rgb[::-1]
         rows, cols = [spacing[a] for a in range(3) if a != axis]
         h, w = rgb.shape[:2]
         scale = max(1.0, MIN_PANEL_SIDE / max(h * rows, w * cols))
