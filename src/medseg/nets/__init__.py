@@ -1,7 +1,7 @@
 """Network registry: one constructor call per model, chosen by name (`--model NAME`)."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
@@ -29,4 +29,15 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "UNet", "build_model", "count_parameters"]
+def axis_divisors(model_or_divisor: nn.Module | int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
+    """The multiple each input axis must be for a model (its `divisor`: one int or one per axis)."""
+    divisor = getattr(model_or_divisor, "divisor", 16) if isinstance(model_or_divisor, nn.Module) else model_or_divisor
+    if isinstance(divisor, int):
+        return (int(divisor),) * spatial_dims
+    divisor = tuple(int(d) for d in divisor)
+    if len(divisor) != spatial_dims:
+        raise ValueError(f"divisor {divisor} does not match {spatial_dims} spatial axes")
+    return divisor
+
+
+__all__ = ["MODELS", "UNet", "axis_divisors", "build_model", "count_parameters"]

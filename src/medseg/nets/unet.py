@@ -63,14 +63,36 @@ def _act(kind: str) -> nn.Module:
 
 
 class ConvBlock(nn.Sequential):
-    """Two 3x3(x3) convolutions, each followed by normalisation and activation."""
+    """Two 3x3(x3) convolutions, each followed by normalisation and activation.
 
-    def __init__(self, dims: int, cin: int, cout: int, norm: str | None, act: str, stride: int = 1):
+    `kernel` and `stride` may be per axis: a kernel of 1 along a coarse axis (e.g. 5 mm slices)
+    keeps the block from mixing slices that are too far apart to share local structure.
+    """
+
+    def __init__(self, dims: int, cin: int, cout: int, norm: str | None, act: str,
+                 stride: int | Sequence[int] = 1, kernel: int | Sequence[int] = 3):
         bias = norm in (None, "none")
+        padding = tuple(k // 2 for k in kernel) if isinstance(kernel, Sequence) else kernel // 2
         super().__init__(
-            _CONV[dims](cin, cout, 3, stride=stride, padding=1, bias=bias), _norm(norm, dims, cout), _act(act),
-            _CONV[dims](cout, cout, 3, padding=1, bias=bias), _norm(norm, dims, cout), _act(act),
+            _CONV[dims](cin, cout, kernel, stride=stride, padding=padding, bias=bias), _norm(norm, dims, cout), _act(act),
+            _CONV[dims](cout, cout, kernel, padding=padding, bias=bias), _norm(norm, dims, cout), _act(act),
         )
+
+
+def _per_level(values: Sequence | None, levels: int, dims: int, default: int, name: str) -> list[tuple[int, ...]]:
+    """Expand per-level settings (an int or a per-axis tuple each) into per-axis tuples."""
+    if values is None:
+        return [(default,) * dims] * levels
+    values = list(values)
+    if len(values) != levels:
+        raise ValueError(f"{name}: {levels} entries needed (one per level), got {len(values)}")
+    out = []
+    for v in values:
+        v = (int(v),) * dims if isinstance(v, int) else tuple(int(a) for a in v)
+        if len(v) != dims or min(v) < 1:
+            raise ValueError(f"{name}: each entry needs {dims} positive sizes, got {v}")
+        out.append(v)
+    return out
 
 
 class UNet(nn.Module):
@@ -78,6 +100,9 @@ class UNet(nn.Module):
 
     features: channels per resolution level, shallowest first; len(features)-1 downsamplings.
     down:     "maxpool" (classic) or "stride" (a strided first convolution: cheaper, nnU-Net style).
+    strides:  per downsampling, its factor per axis (default 2 everywhere); 1 along an axis leaves
+              it alone, so anisotropic scans pool their fine axes first (the plan decides).
+    kernels:  per level, the convolution size per axis (default 3 everywhere).
     """
 
     def __init__(
@@ -89,6 +114,8 @@ class UNet(nn.Module):
         norm: str | None = "instance",
         act: str = "leakyrelu",
         down: str = "stride",
+        strides: Sequence[int | Sequence[int]] | None = None,
+        kernels: Sequence[int | Sequence[int]] | None = None,
     ):
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -97,29 +124,36 @@ class UNet(nn.Module):
             raise ValueError(f"down must be 'maxpool' or 'stride', got {down!r}")
         self.spatial_dims = spatial_dims
         self.features = tuple(int(f) for f in features)
+        self.strides = _per_level(strides, len(self.features) - 1, spatial_dims, 2, "strides")
+        self.kernels = _per_level(kernels, len(self.features), spatial_dims, 3, "kernels")
         self.encoder = nn.ModuleList()
         cin = in_channels
         for level, width in enumerate(self.features):
+            kernel = self.kernels[level]
             if level == 0:
-                block: nn.Module = ConvBlock(spatial_dims, cin, width, norm, act)
+                block: nn.Module = ConvBlock(spatial_dims, cin, width, norm, act, kernel=kernel)
             elif down == "maxpool":
-                block = nn.Sequential(_POOL[spatial_dims](2), ConvBlock(spatial_dims, cin, width, norm, act))
+                block = nn.Sequential(_POOL[spatial_dims](self.strides[level - 1]),
+                                      ConvBlock(spatial_dims, cin, width, norm, act, kernel=kernel))
             else:
-                block = ConvBlock(spatial_dims, cin, width, norm, act, stride=2)
+                block = ConvBlock(spatial_dims, cin, width, norm, act, stride=self.strides[level - 1], kernel=kernel)
             self.encoder.append(block)
             cin = width
         self.upsample = nn.ModuleList()
         self.decoder = nn.ModuleList()
-        for width in reversed(self.features[:-1]):
-            self.upsample.append(_CONV_T[spatial_dims](cin, width, 2, stride=2))
-            self.decoder.append(ConvBlock(spatial_dims, 2 * width, width, norm, act))
+        for level in reversed(range(len(self.features) - 1)):
+            width, stride = self.features[level], self.strides[level]
+            self.upsample.append(_CONV_T[spatial_dims](cin, width, stride, stride=stride))
+            self.decoder.append(ConvBlock(spatial_dims, 2 * width, width, norm, act, kernel=self.kernels[level]))
             cin = width
         self.head = _CONV[spatial_dims](cin, num_classes, 1)
 
     @property
-    def divisor(self) -> int:
-        """Input sizes must be multiples of this so every skip connection lines up."""
-        return 2 ** (len(self.features) - 1)
+    def divisor(self) -> int | tuple[int, ...]:
+        """Input sizes must be multiples of this so every skip connection lines up: one number
+        when every axis is pooled alike, else one per axis (see `medseg.nets.axis_divisors`)."""
+        per_axis = tuple(int(torch.tensor([s[a] for s in self.strides]).prod()) for a in range(self.spatial_dims))
+        return per_axis[0] if len(set(per_axis)) == 1 else per_axis
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
