@@ -6,7 +6,10 @@ the encoder's skip features and refines them. `UNet.classic()` reproduces the or
 the tests pin to the reference Keras model's parameter count.
 
 The network returns logits; softmax is applied by the loss and the predictor, where it is
-numerically safer.
+numerically safer. With ``deep_supervision=True`` a network in training mode returns a list of
+logits, full resolution first, then one per coarser decoder level (for
+`medseg.losses.DeepSupervisionLoss`); in eval mode it returns full-resolution logits only, so
+inference code never sees the difference.
 """
 from __future__ import annotations
 
@@ -59,7 +62,9 @@ def _act(kind: str) -> nn.Module:
         return nn.ReLU(inplace=True)
     if kind == "leakyrelu":
         return nn.LeakyReLU(0.01, inplace=True)
-    raise ValueError(f"unknown activation {kind!r}: use relu or leakyrelu")
+    if kind == "prelu":
+        return nn.PReLU()
+    raise ValueError(f"unknown activation {kind!r}: use relu, leakyrelu or prelu")
 
 
 class ConvBlock(nn.Sequential):
@@ -103,6 +108,8 @@ class UNet(nn.Module):
     strides:  per downsampling, its factor per axis (default 2 everywhere); 1 along an axis leaves
               it alone, so anisotropic scans pool their fine axes first (the plan decides).
     kernels:  per level, the convolution size per axis (default 3 everywhere).
+    deep_supervision: add a 1x1 head on every decoder level; in training mode `forward` returns
+              [full, next coarser, ...] logits (len(features)-1 of them), in eval mode full only.
     """
 
     def __init__(
@@ -116,6 +123,7 @@ class UNet(nn.Module):
         down: str = "stride",
         strides: Sequence[int | Sequence[int]] | None = None,
         kernels: Sequence[int | Sequence[int]] | None = None,
+        deep_supervision: bool = False,
     ):
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -129,15 +137,8 @@ class UNet(nn.Module):
         self.encoder = nn.ModuleList()
         cin = in_channels
         for level, width in enumerate(self.features):
-            kernel = self.kernels[level]
-            if level == 0:
-                block: nn.Module = ConvBlock(spatial_dims, cin, width, norm, act, kernel=kernel)
-            elif down == "maxpool":
-                block = nn.Sequential(_POOL[spatial_dims](self.strides[level - 1]),
-                                      ConvBlock(spatial_dims, cin, width, norm, act, kernel=kernel))
-            else:
-                block = ConvBlock(spatial_dims, cin, width, norm, act, stride=self.strides[level - 1], kernel=kernel)
-            self.encoder.append(block)
+            stride = self.strides[level - 1] if level else 1
+            self.encoder.append(self._encoder_block(cin, width, norm, act, down, stride, self.kernels[level]))
             cin = width
         self.upsample = nn.ModuleList()
         self.decoder = nn.ModuleList()
@@ -147,6 +148,22 @@ class UNet(nn.Module):
             self.decoder.append(ConvBlock(spatial_dims, 2 * width, width, norm, act, kernel=self.kernels[level]))
             cin = width
         self.head = _CONV[spatial_dims](cin, num_classes, 1)
+        self.deep_supervision = bool(deep_supervision)
+        if self.deep_supervision:
+            if len(self.features) < 3:
+                raise ValueError("deep_supervision needs at least 3 levels (2 decoder outputs)")
+            # heads for the coarser decoder outputs, finest first (the full one is `head`)
+            self.ds_heads = nn.ModuleList(_CONV[spatial_dims](w, num_classes, 1) for w in self.features[1:-1])
+
+    def _encoder_block(self, cin: int, width: int, norm: str | None, act: str, down: str,
+                       stride: int | tuple[int, ...], kernel: tuple[int, ...]) -> nn.Module:
+        """One encoder stage (`stride` 1 at the first level); subclasses swap the block type."""
+        dims = self.spatial_dims
+        if stride == 1:
+            return ConvBlock(dims, cin, width, norm, act, kernel=kernel)
+        if down == "maxpool":
+            return nn.Sequential(_POOL[dims](stride), ConvBlock(dims, cin, width, norm, act, kernel=kernel))
+        return ConvBlock(dims, cin, width, norm, act, stride=stride, kernel=kernel)
 
     @property
     def divisor(self) -> int | tuple[int, ...]:
@@ -155,15 +172,20 @@ class UNet(nn.Module):
         per_axis = tuple(int(torch.tensor([s[a] for s in self.strides]).prod()) for a in range(self.spatial_dims))
         return per_axis[0] if len(set(per_axis)) == 1 else per_axis
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         skips = []
         for block in self.encoder:
             x = block(x)
             skips.append(x)
         skips.pop()
+        decoded = []
         for up, block in zip(self.upsample, self.decoder):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
-        return self.head(x)
+            decoded.append(x)
+        if not (self.deep_supervision and self.training):
+            return self.head(x)
+        coarser = decoded[:-1][::-1]  # finest first, skipping the full-resolution output
+        return [self.head(x)] + [head(d) for head, d in zip(self.ds_heads, coarser)]
 
     @classmethod
     def classic(cls, in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2) -> "UNet":
