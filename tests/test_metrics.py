@@ -81,6 +81,7 @@ def _direct(pred, ref, k):
             jaccard=tp / (tp + fp + fn) if (tp + fp + fn) else 1.0,
             sensitivity=tp / (tp + fn) if (tp + fn) else 1.0,
             specificity=tn / (tn + fp) if (tn + fp) else 1.0,
+            precision=tp / (tp + fp) if (tp + fp) else 1.0,
             accuracy=(tp + tn) / n,
         )
     return out

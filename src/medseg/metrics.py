@@ -10,13 +10,26 @@ counted at all). Conventions, chosen so that no metric is ever NaN:
 * Sensitivity = TP / (TP + FN); 1.0 when the reference has none of the class (nothing to miss).
 * Specificity = TN / (TN + FP); 1.0 when there are no negatives (every voxel is the class).
 * Accuracy = (TP + TN) / N; 1.0 when N = 0 (every voxel ignored).
+* Precision = TP / (TP + FP); 1.0 when nothing of the class is predicted (nothing wrongly found;
+  a missed structure still shows as Dice 0 and sensitivity 0).
+
+`case_metrics` adds, per class of one case: volumes in millimetre units (mL in 3D, mm² in 2D,
+which is pixels when the file gives no spacing), the relative volume difference, and for
+foreground classes the surface distances HD95 and ASSD, the normalised surface Dice and
+lesion-wise detection (`medseg.surface`, which documents their empty-mask conventions).
 
 To aggregate over many cases, sum their `confusion` arrays first, then score the sum (e.g. with
 `dice_from_confusion`): that weighs every voxel equally, instead of averaging per-case scores.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
+from scipy import ndimage
+
+from medseg.surface import (DISTANCE_METRICS, LESION_METRICS, as_spacing, lesion_metrics, surface_metrics,
+                            worst_distance)
 
 __all__ = [
     "METRIC_NAMES",
@@ -24,9 +37,14 @@ __all__ = [
     "dice_from_confusion",
     "metrics_from_confusion",
     "overlap_metrics",
+    "VOLUME_METRICS",
+    "ALL_METRIC_NAMES",
+    "case_metrics",
+    "relative_volume_difference",
 ]
 
-METRIC_NAMES = ("dice", "jaccard", "accuracy", "sensitivity", "specificity")
+METRIC_NAMES = ("dice", "jaccard", "accuracy", "sensitivity", "specificity", "precision")
+VOLUME_METRICS = ("ref_volume", "pred_volume", "rvd")
 
 # Column order of a confusion array.
 TP, FP, FN, TN = 0, 1, 2, 3
@@ -107,6 +125,7 @@ def metrics_from_confusion(conf: np.ndarray) -> dict[str, np.ndarray]:
         "accuracy": _ratio(tp + tn, tp + fp + fn + tn, 1.0),
         "sensitivity": _ratio(tp, tp + fn, 1.0),
         "specificity": _ratio(tn, tn + fp, 1.0),
+        "precision": _ratio(tp, tp + fp, 1.0),
     }
 
 
@@ -116,3 +135,64 @@ def overlap_metrics(
     """``{class: {metric: value}}`` for every class 0..K-1 and every name in `METRIC_NAMES`."""
     values = metrics_from_confusion(confusion(pred, ref, num_classes, ignore_index))
     return {k: {name: float(values[name][k]) for name in METRIC_NAMES} for k in range(num_classes)}
+
+
+ALL_METRIC_NAMES = METRIC_NAMES + VOLUME_METRICS + DISTANCE_METRICS + LESION_METRICS
+
+
+def relative_volume_difference(pred_volume: float, ref_volume: float) -> float:
+    """(V_pred - V_ref) / V_ref: -1 for a missed structure, 0 for a perfect volume.
+
+    Reference empty: 0.0 when the prediction is empty too, +1.0 when it is not (a structure
+    predicted where none exists counts as +100 %, the mirror of a missed one), never inf or NaN.
+    """
+    if ref_volume > 0:
+        return (pred_volume - ref_volume) / ref_volume
+    return 0.0 if pred_volume <= 0 else 1.0
+
+
+def case_metrics(
+    pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing: Sequence[float] | None = None, *,
+    tolerance: float = 1.0, percentile: float = 95.0, distances: bool = True, lesions: bool = True,
+) -> dict[int, dict[str, float]]:
+    """Every metric of one case, ``{class: {metric: value}}`` (never NaN).
+
+    All classes get `METRIC_NAMES` and the volumes (``ref_volume``, ``pred_volume`` in mL for 3D,
+    mm² for 2D; ``rvd``); foreground classes (1..K-1) also get hd95, assd, nsd (``distances``) and
+    lesion_f1/tp/fp/fn (``lesions``). spacing: voxel size in mm per axis (default 1).
+    tolerance: NSD tolerance in mm.
+
+    Distances are computed inside the bounding box of the class in both masks, found for all
+    classes at once with `scipy.ndimage.find_objects` (one pass over each volume).
+    """
+    conf = confusion(pred, ref, num_classes)
+    values = metrics_from_confusion(conf)
+    pred, ref = _as_labels(pred, "pred"), _as_labels(ref, "ref")
+    voxel = float(np.prod(as_spacing(spacing, pred.ndim)))
+    unit = 1000.0 if pred.ndim == 3 else 1.0  # mm³ -> mL in 3D; mm² in 2D
+    worst = worst_distance(pred.shape, spacing)
+    pred_boxes = ndimage.find_objects(pred, max_label=num_classes - 1) if (distances or lesions) else []
+    ref_boxes = ndimage.find_objects(ref, max_label=num_classes - 1) if (distances or lesions) else []
+    out: dict[int, dict[str, float]] = {}
+    for k in range(num_classes):
+        row = {name: float(values[name][k]) for name in METRIC_NAMES}
+        ref_n, pred_n = int(conf[k, TP] + conf[k, FN]), int(conf[k, TP] + conf[k, FP])
+        row["ref_volume"], row["pred_volume"] = ref_n * voxel / unit, pred_n * voxel / unit
+        row["rvd"] = relative_volume_difference(row["pred_volume"], row["ref_volume"])
+        if k > 0 and (distances or lesions):
+            box = _union_box(pred_boxes[k - 1], ref_boxes[k - 1])
+            p = pred[box] == k if box is not None else np.zeros((1,) * pred.ndim, bool)
+            r = ref[box] == k if box is not None else np.zeros((1,) * pred.ndim, bool)
+            if distances:
+                row.update(surface_metrics(p, r, spacing, tolerance=tolerance, percentile=percentile, worst=worst))
+            if lesions:
+                found = lesion_metrics(p, r)
+                row.update({name: found[name] for name in LESION_METRICS})
+        out[k] = row
+    return out
+
+
+def _union_box(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
