@@ -96,7 +96,8 @@ def test_hand_checked_dice(folders, tmp_path):
     assert result.summary[1]["class_name"] == "class1"
 
     table = result.table()
-    for word in ("Dice", "Jaccard", "Accuracy", "Sensitivity", "Specificity", "background", "class1"):
+    for word in ("Dice", "Jaccard", "Precision", "Sensitivity", "Specificity", "HD95 mm", "ASSD mm", "NSD", "RVD",
+                 "Lesion F1", "missed", "spurious", "background", "class1"):
         assert word in table
     assert "0.750 ± 0.354" in table
 
@@ -202,3 +203,66 @@ def test_real_data_isbi_against_itself_and_kvasir_subset(tmp_path):
     result = evaluate(tmp_path / "preds", tmp_path / "refs")
     assert result.settings["reference_mapping"]["mode"] == "threshold"
     assert result.summary[1]["dice"]["mean"] == 1.0
+
+
+def _write_nifti(path: Path, array: np.ndarray, spacing_zyx: tuple[float, float, float]) -> None:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(array.astype(np.uint8))
+    image.SetSpacing(tuple(reversed(spacing_zyx)))  # ITK order is (x, y, z)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+
+
+def test_volumes_use_header_spacing_cases_subset_and_empty_rows(tmp_path):
+    """3D NIfTI with anisotropic spacing: distances in mm from the headers, the `cases` subset,
+    and the missed / spurious / absent rows as documented (never NaN, counted in the summary)."""
+    from medseg.metrics import case_metrics
+
+    spacing = (3.0, 0.8, 1.2)
+    rng = np.random.default_rng(0)
+    labels, preds = tmp_path / "labelsTr", tmp_path / "pred"
+    ref = np.zeros((12, 20, 16), np.uint8)
+    ref[3:8, 4:12, 5:11] = 1
+    ref[8:10, 12:16, 3:7] = 2
+    pred = np.roll(ref, 1, axis=1)
+    pred[rng.random(ref.shape) < 0.01] = 1
+    cases = {
+        "good": (ref, pred),
+        "missed": (ref, np.where(pred == 2, 0, pred)),           # class 2 only in the reference
+        "spurious": (np.where(ref == 2, 0, ref), pred),         # class 2 only in the prediction
+        "absent": (np.where(ref == 2, 0, ref), np.where(pred == 2, 0, pred)),
+        "not_evaluated": (ref, pred),
+    }
+    for name, (r, p) in cases.items():
+        _write_nifti(labels / f"{name}.nii.gz", r, spacing)
+        if name != "not_evaluated":
+            _write_nifti(preds / f"{name}.nii.gz", p, spacing)
+    result = evaluate(preds, tmp_path, cases=["good", "missed", "spurious", "absent"], num_classes=3,
+                      csv_path=tmp_path / "m.csv", json_path=tmp_path / "s.json", tolerance=2.0)
+    rows = {(r["case"], r["class"]): r for r in result.rows}
+    assert {c for c, _ in rows} == {"good", "missed", "spurious", "absent"}
+    want = case_metrics(cases["good"][1], cases["good"][0], 3, spacing, tolerance=2.0)
+    for metric in ("dice", "hd95", "assd", "nsd", "lesion_f1", "ref_volume", "rvd"):
+        assert rows[("good", 1)][metric] == pytest.approx(want[1][metric]), metric
+    assert rows[("good", 1)]["ref_volume"] == pytest.approx(5 * 8 * 6 * 3.0 * 0.8 * 1.2 / 1000)  # mL
+    diagonal = float(np.sqrt((12 * 3.0) ** 2 + (20 * 0.8) ** 2 + (16 * 1.2) ** 2))
+    assert [rows[(c, 2)]["status"] for c in ("good", "missed", "spurious", "absent")] == \
+        ["found", "missed", "spurious", "absent"]
+    assert rows[("missed", 2)]["hd95"] == pytest.approx(diagonal) and rows[("missed", 2)]["dice"] == 0.0
+    assert rows[("spurious", 2)]["assd"] == pytest.approx(diagonal) and rows[("spurious", 2)]["rvd"] == 1.0
+    assert rows[("absent", 2)]["dice"] == 1.0 and rows[("absent", 2)]["hd95"] == 0.0
+    assert result.summary[2]["cases"] == {"found": 1, "missed": 1, "spurious": 1, "absent": 1}
+    assert result.summary[2]["hd95"]["n"] == 4  # failures stay in the mean
+    assert "hd95" not in result.summary[0] and "hd95" not in rows[("good", 0)]
+    text = (tmp_path / "m.csv").read_text() + (tmp_path / "s.json").read_text()
+    assert "nan" not in text.lower() and "inf" not in text.lower().replace("inferred", "")
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["settings"]["spacing_source"] == "reference headers"
+    assert saved["settings"]["volume_unit"] == "mL" and saved["settings"]["nsd_tolerance_mm"] == 2.0
+    with pytest.raises(MedsegInputError, match="nope"):
+        evaluate(preds, tmp_path, cases=["nope"])
+    # an explicit spacing replaces the headers'
+    iso = evaluate(preds, tmp_path, cases=["good"], num_classes=3, spacing=(1.0, 1.0, 1.0), lesions=False)
+    assert iso.rows[1]["hd95"] == pytest.approx(case_metrics(pred, ref, 3)[1]["hd95"])
+    assert "lesion_f1" not in iso.rows[1]

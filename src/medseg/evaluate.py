@@ -16,9 +16,19 @@ Values -> classes:
   references' mapping is used, and failing that their own mapping is inferred over the
   prediction folder (so 0/255 binary predictions work against 0/1 references).
 
-Metrics come from `medseg.metrics.overlap_metrics` (one-vs-rest per class, background included,
-never NaN). The summary gives, per class and metric, the mean, std (sample standard deviation,
-ddof=1; 0 for a single case), median, min, max and n over cases.
+Metrics come from `medseg.metrics.case_metrics` (one-vs-rest per class, never NaN): overlap
+metrics and volumes for every class (background included), and for foreground classes the surface
+distances (HD95, ASSD in mm), the normalised surface Dice at ``tolerance`` mm and lesion-wise
+detection. Distances use the voxel spacing read from each reference file's header (3D; 2D
+pictures have spacing 1, so their distances are in pixels), unless ``spacing=`` is given.
+
+Empty masks (`medseg.surface`): a class absent from both masks scores Dice 1 and distance 0; a
+class in only one of them scores Dice 0 and the image diagonal in mm as its distances. Such rows
+stay in every mean; each row's ``status`` says which case it was (found, missed, spurious,
+absent) and the summary counts them per class.
+
+The summary gives, per class and metric, the mean, std (sample standard deviation, ddof=1; 0 for
+a single case), median, min, max and n over cases.
 """
 from __future__ import annotations
 
@@ -37,14 +47,28 @@ from tqdm.auto import tqdm
 from medseg.errors import MedsegInputError
 from medseg.io.dataset import LABEL_DIR_NAMES, natural_key
 from medseg.io.labels import LabelMapping, infer_label_mapping
-from medseg.io.registry import case_stem, is_mask_file, read_mask
+from medseg.io.registry import case_stem, is_mask_file, read_image_header, read_mask
 
-__all__ = ["EvaluationResult", "evaluate", "default_class_names", "STATS"]
+__all__ = ["EvaluationResult", "evaluate", "default_class_names", "STATS", "STATUSES", "case_status"]
 
 STATS = ("mean", "std", "median", "min", "max", "n")
 PROGRESS_MIN_CASES = 50
-_TABLE_METRICS = (("dice", "Dice"), ("jaccard", "Jaccard"), ("accuracy", "Accuracy"),
-                  ("sensitivity", "Sensitivity"), ("specificity", "Specificity"))
+# (metric, column title, decimals) of the printed table
+_TABLE_METRICS = (("dice", "Dice", 3), ("jaccard", "Jaccard", 3), ("precision", "Precision", 3),
+                  ("sensitivity", "Sensitivity", 3), ("specificity", "Specificity", 3),
+                  ("hd95", "HD95 mm", 2), ("assd", "ASSD mm", 2), ("nsd", "NSD", 3), ("rvd", "RVD", 3),
+                  ("lesion_f1", "Lesion F1", 3))
+# status of a class in one case: in both masks, only the reference, only the prediction, neither
+STATUSES = ("found", "missed", "spurious", "absent")
+
+
+def case_status(ref_pixels: int, pred_pixels: int) -> str:
+    """found (in both), missed (reference only), spurious (prediction only) or absent (neither)."""
+    if ref_pixels and pred_pixels:
+        return "found"
+    if ref_pixels:
+        return "missed"
+    return "spurious" if pred_pixels else "absent"
 
 
 def default_class_names(num_classes: int) -> list[str]:
@@ -56,10 +80,13 @@ def default_class_names(num_classes: int) -> list[str]:
 class EvaluationResult:
     """Per-case rows, per-class summary and the settings that produced them.
 
-    rows:     one dict per case per class: case, class (index), class_name, every metric,
-              ref_pixels and pred_pixels (voxels of the class in reference and prediction).
-    summary:  {class index: {"class_name": str, metric: {"mean", "std", "median", "min", "max", "n"}}}.
-    settings: folders, number of classes, class names, mappings, cases, ignored predictions.
+    rows:     one dict per case per class: case, class (index), class_name, status (`case_status`),
+              every metric computed for that class, ref_pixels and pred_pixels (voxels of the
+              class in reference and prediction). Background rows have no distance or lesion keys.
+    summary:  {class index: {"class_name": str, "cases": {status: count},
+               metric: {"mean", "std", "median", "min", "max", "n"}}}.
+    settings: folders, number of classes, class names, mappings, cases, ignored predictions,
+              spacing source, NSD tolerance, units and the empty-mask conventions.
     """
 
     rows: list[dict]
@@ -68,25 +95,33 @@ class EvaluationResult:
     metric_names: tuple[str, ...] = ("dice", "jaccard", "accuracy", "sensitivity", "specificity")
 
     def table(self) -> str:
-        """Per-class table of mean ± std over cases."""
-        metrics = [(k, title) for k, title in _TABLE_METRICS if k in self.metric_names]
-        header = ["class", "n"] + [title for _, title in metrics]
+        """Per-class table of mean ± std over cases, and how many cases missed or invented a class."""
+        metrics = [(k, title, d) for k, title, d in _TABLE_METRICS
+                   if k in self.metric_names and any(k in s for s in self.summary.values())]
+        header = ["class", "n"] + [title for _, title, _ in metrics] + ["missed", "spurious"]
         lines = []
         for k in sorted(self.summary):
             s = self.summary[k]
             n = s[metrics[0][0]]["n"] if metrics else 0
+            cases = s.get("cases", {})
             lines.append([f"{k} {s['class_name']}", str(n)]
-                         + [f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" for m, _ in metrics])
+                         + [f"{s[m]['mean']:.{d}f} ± {s[m]['std']:.{d}f}" if m in s else "-" for m, _, d in metrics]
+                         + [str(cases.get("missed", 0)), str(cases.get("spurious", 0))])
         widths = [max(len(r[i]) for r in [header] + lines) for i in range(len(header))]
         fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
         out = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in lines]
+        tol = self.settings.get("nsd_tolerance_mm")
+        if tol is not None and any(m == "nsd" for m, _, _ in metrics):
+            out.append(f"NSD at {tol:g} mm; HD95/ASSD in mm ({self.settings.get('spacing_source', '')}); "
+                       "missed/spurious: cases with the class in only the reference/prediction "
+                       "(scored Dice 0, distance = image diagonal)")
         return "\n".join(out)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """One row per case per class."""
+        """One row per case per class (cells of metrics not computed for a class stay empty)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        columns = ["case", "class", "class_name", *self.metric_names, "ref_pixels", "pred_pixels"]
+        columns = ["case", "class", "class_name", "status", *self.metric_names, "ref_pixels", "pred_pixels"]
         with open(path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
@@ -179,6 +214,20 @@ def _scan(order: list[str], refs: dict[str, Path], preds: dict[str, Path], mappi
     return mapping, union
 
 
+def _case_spacing(spacing: Sequence[float] | None, ref_path: Path, ndim: int) -> tuple[float, ...]:
+    """The voxel size for one case: as given, else the reference's header in 3D, else 1 per pixel."""
+    if spacing is not None:
+        given = np.asarray(spacing, dtype=np.float64).ravel()
+        values = tuple(float(v) for v in (np.repeat(given, ndim) if given.size == 1 else given))
+    elif ndim == 3:
+        values = tuple(float(v) for v in (read_image_header(ref_path).get("spacing") or (1.0,) * ndim))
+    else:
+        values = (1.0,) * ndim
+    if len(values) != ndim or not all(math.isfinite(v) and v > 0 for v in values):
+        raise MedsegInputError(ref_path, f"spacing {values} is not {ndim} positive numbers")
+    return values
+
+
 def _stats(values: list[float]) -> dict:
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
@@ -202,6 +251,12 @@ def evaluate(
     csv_path: str | os.PathLike | None = None,
     json_path: str | os.PathLike | None = None,
     mapping: LabelMapping | dict | None = None,
+    cases: Sequence[str] | None = None,
+    spacing: Sequence[float] | None = None,
+    tolerance: float = 1.0,
+    percentile: float = 95.0,
+    distances: bool = True,
+    lesions: bool = True,
 ) -> EvaluationResult:
     """Score every reference mask against the prediction with the same stem.
 
@@ -209,8 +264,14 @@ def evaluate(
     class_names: one name per class (list, or {index: name}); default background, class1, ...
     mapping:     the references' LabelMapping (or its dict); default: inferred from the references.
     csv_path / json_path: where to write the per-case rows / summary + settings.
+    cases:       evaluate only these case ids (name stems), e.g. a run's validation split out of
+                 a dataset's label folder; each needs a reference and a prediction.
+    spacing:     voxel size in mm per axis for every case; default: each reference's header (3D)
+                 or 1 (2D pictures).
+    tolerance:   NSD tolerance in mm. percentile: of the surface distances (95: HD95).
+    distances / lesions: switch off the surface-distance / lesion-wise metrics (faster).
     """
-    from medseg.metrics import METRIC_NAMES, overlap_metrics  # imported here: metrics may grow heavy deps
+    from medseg.metrics import ALL_METRIC_NAMES, case_metrics  # imported here: metrics may grow heavy deps
 
     pred_root, ref_root = Path(pred_dir), Path(label_dir)
     if not pred_root.exists():
@@ -221,6 +282,14 @@ def evaluate(
     refs = _masks_by_stem(ref_folder, "reference")
     preds = _masks_by_stem(pred_root, "predicted")
 
+    if cases is not None:
+        wanted = [str(c) for c in cases]
+        unknown = [c for c in wanted if c not in refs]
+        if unknown:
+            raise MedsegInputError(ref_folder, f"{len(unknown)} case(s) to evaluate have no reference mask here: "
+                                               f"{', '.join(unknown[:10])}")
+        preds = {c: p for c, p in preds.items() if c in wanted or c not in refs}  # others: not asked for
+        refs = {c: refs[c] for c in wanted}
     order = sorted(refs, key=natural_key)
     missing = [refs[s] for s in order if s not in preds]
     if missing:
@@ -252,6 +321,7 @@ def evaluate(
     pred_mapping = _prediction_mapping(pred_values, pred_paths, ref_mapping, num_classes)
 
     rows: list[dict] = []
+    spacings: set[tuple[float, ...]] = set()
     for stem in tqdm(order, desc="evaluating", unit="case", disable=len(order) <= PROGRESS_MIN_CASES, leave=False):
         ref_path, pred_path = refs[stem], preds[stem]
         ref = ref_mapping.apply_checked(read_mask(ref_path), ref_path)
@@ -263,20 +333,27 @@ def evaluate(
         for arr, path, role in ((ref, ref_path, "reference"), (pred, pred_path, "prediction")):
             if arr.size and int(arr.max()) >= num_classes:
                 raise MedsegInputError(path, f"{role} holds class {int(arr.max())}, but num_classes={num_classes}")
-        scores = overlap_metrics(pred, ref, num_classes)
+        case_spacing = _case_spacing(spacing, ref_path, ref.ndim)
+        spacings.add(case_spacing)
+        scores = case_metrics(pred, ref, num_classes, case_spacing, tolerance=tolerance, percentile=percentile,
+                              distances=distances, lesions=lesions)
         ref_counts = np.bincount(ref.ravel(), minlength=num_classes)
         pred_counts = np.bincount(pred.ravel(), minlength=num_classes)
         for k in sorted(scores):
             rows.append({"case": stem, "class": int(k), "class_name": names[k],
-                         **{m: float(scores[k][m]) for m in METRIC_NAMES},
+                         "status": case_status(int(ref_counts[k]), int(pred_counts[k])),
+                         **{m: float(scores[k][m]) for m in ALL_METRIC_NAMES if m in scores[k]},
                          "ref_pixels": int(ref_counts[k]), "pred_pixels": int(pred_counts[k])})
 
+    metric_names = tuple(m for m in ALL_METRIC_NAMES if any(m in r for r in rows))
     classes = sorted({r["class"] for r in rows})
-    summary = {
-        k: {"class_name": names[k],
-            **{m: _stats([r[m] for r in rows if r["class"] == k]) for m in METRIC_NAMES}}
-        for k in classes
-    }
+    summary = {}
+    for k in classes:
+        mine = [r for r in rows if r["class"] == k]
+        summary[k] = {"class_name": names[k],
+                      "cases": {st: sum(r["status"] == st for r in mine) for st in STATUSES},
+                      **{m: _stats([r[m] for r in mine]) for m in metric_names if m in mine[0]}}
+    dims = len(next(iter(spacings))) if spacings else 0
     settings = {
         "pred_dir": str(pred_root.resolve()),
         "label_dir": str(ref_folder.resolve()),
@@ -287,8 +364,19 @@ def evaluate(
         "cases": len(order),
         "ignored_predictions": [p.name for p in extra],
         "std": "sample standard deviation over cases (ddof=1)",
+        "spacing_source": "given" if spacing is not None else ("reference headers" if dims == 3 else "1 per pixel"),
+        "spacings": sorted(list(s) for s in spacings)[:20],
+        "nsd_tolerance_mm": float(tolerance),
+        "hd_percentile": float(percentile),
+        "volume_unit": "mL" if dims == 3 else ("mm^2" if spacing is not None else "mm^2 (pixels at spacing 1)"),
+        "conventions": {
+            "absent": "class in neither mask: Dice/IoU/precision/sensitivity/NSD/lesion F1 1, HD95/ASSD 0, RVD 0",
+            "missed": "class only in the reference: Dice 0, NSD 0, HD95/ASSD = image diagonal in mm, RVD -1",
+            "spurious": "class only in the prediction: Dice 0, NSD 0, HD95/ASSD = image diagonal in mm, RVD +1",
+            "lesions": "connected components (full connectivity); a reference lesion is found if any voxel is predicted",
+        },
     }
-    result = EvaluationResult(rows=rows, summary=summary, settings=settings, metric_names=tuple(METRIC_NAMES))
+    result = EvaluationResult(rows=rows, summary=summary, settings=settings, metric_names=metric_names)
     if csv_path is not None:
         result.to_csv(csv_path)
     if json_path is not None:
