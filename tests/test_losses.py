@@ -7,9 +7,15 @@ import torch
 from medseg.losses import (
     LOSSES,
     CrossEntropyLoss,
+    DeepSupervisionLoss,
     DiceCELoss,
+    DiceFocalLoss,
     DiceLoss,
+    FocalLoss,
+    GeneralizedDiceLoss,
+    TverskyLoss,
     dice_loss_from_probs,
+    loss_options,
     make_loss,
 )
 
@@ -154,8 +160,15 @@ def _with_ignored_band(shape, seed):
         lambda: CrossEntropyLoss(ignore_index=IGNORE),
         lambda: CrossEntropyLoss(ignore_index=IGNORE, class_weights=[1, 2, 3, 4]),
         lambda: DiceCELoss(ignore_index=IGNORE),
+        lambda: GeneralizedDiceLoss(ignore_index=IGNORE),
+        lambda: GeneralizedDiceLoss(ignore_index=IGNORE, batch_dice=True, include_background=False),
+        lambda: TverskyLoss(0.3, 0.7, ignore_index=IGNORE),
+        lambda: FocalLoss(2.0, ignore_index=IGNORE),
+        lambda: FocalLoss(2.0, ignore_index=IGNORE, class_weights=[1, 2, 3, 4]),
+        lambda: DiceFocalLoss(ignore_index=IGNORE, batch_dice=True),
     ],
-    ids=["dice", "dice-sq-nobg", "dice-batch-weighted", "ce", "ce-weighted", "dice+ce"],
+    ids=["dice", "dice-sq-nobg", "dice-batch-weighted", "ce", "ce-weighted", "dice+ce", "gdl", "gdl-batch-nobg",
+         "tversky", "focal", "focal-weighted", "dice+focal"],
 )
 def test_ignore_index_equals_cropped_loss_and_zero_gradient(dim, make):
     shape = (2, 4) + SHAPES[dim][2:]  # K=4 to match the 4 class weights above
@@ -228,7 +241,8 @@ def test_make_loss_gives_finite_scalar_with_gradient(name, dim):
     assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["dice", "dice-squared", "weighted-dice", "dice+ce", "ce"])
+@pytest.mark.parametrize("name", ["dice", "dice-squared", "weighted-dice", "dice+ce", "ce", "generalised-dice",
+                                  "tversky", "focal", "dice+focal"])
 def test_perfect_prediction_gives_near_zero_loss(name):
     _, target = _random_inputs((2, 3, 8, 8, 4), seed=13)
     logits = torch.nn.functional.one_hot(target, 3).movedim(-1, 1).float() * 100.0
@@ -245,7 +259,9 @@ def test_perfect_prediction_with_absent_class_is_zero():
 
 def test_make_loss_errors():
     with pytest.raises(ValueError, match="dice-squared"):
-        make_loss("focal", 3)
+        make_loss("no-such-loss", 3)
+    with pytest.raises(ValueError, match="alpha"):  # names the loss's own options
+        make_loss("tversky", 3, gamma=2.0)
     with pytest.raises(ValueError, match="class_weights"):
         make_loss("weighted-dice", 3)
     with pytest.raises(ValueError, match="one weight per class"):
@@ -287,3 +303,139 @@ def test_batch_dice_differs_from_per_sample_when_a_sample_lacks_a_class():
     per_sample = DiceLoss()(logits, target)
     batch = DiceLoss(batch_dice=True)(logits, target)
     assert batch < per_sample
+
+
+# ---------------------------------------------------------------------------------------------
+# The losses added for small targets: MONAI oracle, absent classes, options
+# ---------------------------------------------------------------------------------------------
+
+
+def _absent_class_inputs(shape=(3, 4, 8, 8, 6), seed=20):
+    """Random inputs where class 3 is absent from sample 0 and class 2 from every sample."""
+    logits, target = _random_inputs(shape, seed=seed)
+    target = torch.where(target == 2, torch.zeros_like(target), target)
+    target[0] = torch.where(target[0] == 3, torch.ones_like(target[0]), target[0])
+    return logits, target
+
+
+@pytest.mark.parametrize("inputs", ["random-2d", "random-3d", "absent-classes"])
+@pytest.mark.parametrize("include_background", [True, False])
+@pytest.mark.parametrize("batch", [False, True])
+def test_generalised_dice_matches_monai(inputs, include_background, batch):
+    if inputs == "absent-classes":
+        logits, target = _absent_class_inputs()
+    else:
+        logits, target = _random_inputs(SHAPES[inputs[-2:]], seed=21)
+    ours = GeneralizedDiceLoss(smooth=1e-5, include_background=include_background, batch_dice=batch)
+    ref = monai_losses.GeneralizedDiceLoss(softmax=True, to_onehot_y=True, include_background=include_background,
+                                           smooth_nr=1e-5, smooth_dr=1e-5, batch=batch)
+    torch.testing.assert_close(ours(logits, target), ref(logits, target.unsqueeze(1)), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dim", ["2d", "3d"])
+@pytest.mark.parametrize("alpha,beta", [(0.5, 0.5), (0.3, 0.7), (0.8, 0.1)])
+@pytest.mark.parametrize("include_background", [True, False])
+@pytest.mark.parametrize("batch", [False, True])
+def test_tversky_matches_monai(dim, alpha, beta, include_background, batch):
+    logits, target = _random_inputs(SHAPES[dim], seed=22)
+    ours = TverskyLoss(alpha, beta, smooth=1e-4, include_background=include_background, batch_dice=batch)
+    ref = monai_losses.TverskyLoss(softmax=True, to_onehot_y=True, include_background=include_background,
+                                   alpha=alpha, beta=beta, smooth_nr=1e-4, smooth_dr=1e-4, batch=batch)
+    torch.testing.assert_close(ours(logits, target), ref(logits, target.unsqueeze(1)), rtol=0, atol=1e-5)
+
+
+def test_tversky_half_half_is_dice():
+    logits, target = _random_inputs(SHAPES["3d"], seed=23)
+    torch.testing.assert_close(TverskyLoss(0.5, 0.5)(logits, target), DiceLoss()(logits, target))
+
+
+@pytest.mark.parametrize("dim", ["2d", "3d"])
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0, 3.5])
+def test_focal_matches_monai_times_classes(dim, gamma):
+    logits, target = _random_inputs(SHAPES[dim], seed=24)
+    k = logits.shape[1]
+    ref = monai_losses.FocalLoss(use_softmax=True, to_onehot_y=True, include_background=True, gamma=gamma)
+    # MONAI averages over the class axis as well: its value is ours / K (documented in FocalLoss)
+    torch.testing.assert_close(FocalLoss(gamma)(logits, target), k * ref(logits, target.unsqueeze(1)),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_focal_with_gamma_zero_is_cross_entropy():
+    logits, target = _random_inputs(SHAPES["3d"], seed=25)
+    w = [0.1, 1.0, 2.0, 5.0]
+    torch.testing.assert_close(FocalLoss(0.0, class_weights=w)(logits, target),
+                               CrossEntropyLoss(class_weights=w)(logits, target))
+
+
+@pytest.mark.parametrize("dim", ["2d", "3d"])
+@pytest.mark.parametrize("batch", [False, True])
+def test_dice_focal_matches_monai(dim, batch):
+    logits, target = _random_inputs(SHAPES[dim], seed=26)
+    k = logits.shape[1]
+    ours = DiceFocalLoss(dice_weight=0.6, focal_weight=1.5, gamma=2.0, batch_dice=batch)
+    # MONAI's DiceFocalLoss always uses the sigmoid focal loss (it has no softmax option for that
+    # term), so its Dice half is checked as is and the focal half against softmax FocalLoss.
+    ref = monai_losses.DiceFocalLoss(softmax=True, to_onehot_y=True, include_background=True, gamma=2.0,
+                                     smooth_nr=1e-5, smooth_dr=1e-5, batch=batch)
+    onehot = torch.nn.functional.one_hot(target, k).movedim(-1, 1).float()
+    focal = monai_losses.FocalLoss(use_softmax=True, include_background=True, gamma=2.0)
+    want = 0.6 * ref.dice(logits, onehot) + 1.5 * k * focal(logits, onehot)
+    torch.testing.assert_close(ours(logits, target), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("batch_dice", [False, True])
+def test_gradients_finite_with_absent_classes(name, batch_dice):
+    logits, target = _absent_class_inputs(seed=27)
+    options = {"batch_dice": batch_dice} if "batch_dice" in loss_options(name) else {}
+    loss_fn = make_loss(name, 4, class_weights=[0.1, 0.2, 0.3, 0.4], **options)
+    logits.requires_grad_(True)
+    loss = loss_fn(logits, target)
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_make_loss_passes_options():
+    logits, target = _random_inputs(SHAPES["3d"], seed=28)
+    torch.testing.assert_close(make_loss("tversky", 4, alpha=0.3, beta=0.7)(logits, target),
+                               TverskyLoss(0.3, 0.7)(logits, target))
+    torch.testing.assert_close(make_loss("dice", 4, batch_dice=True)(logits, target),
+                               DiceLoss(batch_dice=True)(logits, target))
+    torch.testing.assert_close(make_loss("dice+focal", 4, gamma=1.0, include_background=False)(logits, target),
+                               DiceFocalLoss(gamma=1.0, include_background=False)(logits, target))
+    assert loss_options("tversky")["alpha"] == 0.5 and loss_options("ce") == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Deep supervision
+# ---------------------------------------------------------------------------------------------
+
+
+def test_deep_supervision_loss_weights_and_nearest_targets():
+    torch.manual_seed(0)
+    target = torch.randint(0, 3, (2, 16, 16, 8))
+    target[0, :2] = IGNORE
+    outputs = [torch.randn(2, 3, 16, 16, 8), torch.randn(2, 3, 8, 8, 4), torch.randn(2, 3, 4, 4, 2)]
+    base = DiceCELoss(ignore_index=IGNORE)
+    got = DeepSupervisionLoss(base)(outputs, target)
+    # weights 1, 1/2, 1/4 normalised; targets subsampled at voxels i*s (nearest), labels untouched
+    want = (base(outputs[0], target) + 0.5 * base(outputs[1], target[:, ::2, ::2, ::2])
+            + 0.25 * base(outputs[2], target[:, ::4, ::4, ::4])) / 1.75
+    torch.testing.assert_close(got, want)
+    # a single tensor (eval mode, or no deep supervision) goes straight through
+    torch.testing.assert_close(DeepSupervisionLoss(base)(outputs[0], target), base(outputs[0], target))
+    with pytest.raises(ValueError, match="weights"):
+        DeepSupervisionLoss(base, weights=[1.0, 0.5])(outputs, target)
+
+
+def test_deep_supervision_trains_a_unet_end_to_end():
+    from medseg.nets import build_model
+
+    torch.manual_seed(0)
+    model = build_model("unet", 1, 3, 2, features=(8, 16, 32, 64), deep_supervision=True)
+    x, y = torch.randn(2, 1, 32, 32), torch.randint(0, 3, (2, 32, 32))
+    loss = DeepSupervisionLoss(make_loss("dice+ce", 3))(model(x), y)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.ds_heads.parameters())
+    model.eval()
+    assert model(x).shape == (2, 3, 32, 32)
