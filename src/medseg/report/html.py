@@ -1,7 +1,9 @@
 """The HTML report: one self-contained index.html a newcomer opens in a browser, even offline.
 
-Images are embedded as base64 data URIs and the styling is inline CSS: no CDN, no JavaScript,
-nothing to break when the folder is zipped, mailed or opened years later.
+Images are embedded as base64 data URIs and the styling is inline CSS: no CDN, nothing to break
+when the folder is zipped, mailed or opened years later. The only script is one line that counts
+the pictures that loaded into ``<body data-images-loaded>`` (the browser test reads it); the page
+needs no JavaScript to be read.
 """
 from __future__ import annotations
 
@@ -34,7 +36,31 @@ figcaption { font-size: 0.85rem; color: #444; margin-top: 0.2rem; }
 .swatch { display: inline-block; width: 1.1em; height: 1.1em; vertical-align: -0.2em; margin-right: 0.3em; }
 .contour { background: #333; border: 3px solid; box-sizing: border-box; }
 .muted { color: #777; }
+.stat { display: block; font-size: 0.75rem; color: #777; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.missed td, tr.spurious td { background: #fdecea; }
+.note { font-size: 0.85rem; color: #555; max-width: 60rem; }
+.cases { max-height: 32rem; overflow-y: auto; display: inline-block; border: 1px solid #eee; }
+.cases table { margin: 0; }
+.cases thead th { position: sticky; top: 0; }
+h3 { font-size: 0.95rem; margin: 1.2rem 0 0.4rem; font-weight: 600; }
+.grid3d { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 1rem; }
+table.summary td { min-width: 8.5rem; }
+pre.plan { background: #f7f7f7; padding: 0.6rem; font-size: 0.8rem; max-height: 24rem; overflow: auto; }
 """
+IMAGE_COUNTER = ("<script>addEventListener('load', () => { document.body.dataset.imagesLoaded = "
+                 "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length; });</script>")
+
+
+def page(title: str, sections: list[str]) -> str:
+    """A whole HTML document: inline CSS, the given section markup, the image counter."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(title)}</title>\n<style>{CSS}</style>\n{IMAGE_COUNTER}\n</head>\n<body>\n"
+        + "\n".join(sections)
+        + '\n<p class="muted">Made by medseg.</p>\n</body>\n</html>\n'
+    )
 
 
 def write_report(
@@ -70,6 +96,11 @@ def write_report(
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def data_uri(path: Path) -> str:
+    """The file's bytes as a data: URI (public name of `_data_uri`)."""
+    return _data_uri(path)
 
 
 def _data_uri(path: Path) -> str:

@@ -86,16 +86,18 @@ def structure_centre(*masks: np.ndarray | None) -> tuple[int, ...] | None:
 
 
 def volume_overlay(image: np.ndarray, pred: np.ndarray | None = None, ref: np.ndarray | None = None,
-                   spacing: tuple[float, ...] = (1.0, 1.0, 1.0), alpha: float = 0.35) -> np.ndarray:
+                   spacing: tuple[float, ...] = (1.0, 1.0, 1.0), alpha: float = 0.35,
+                   centre: tuple[int, ...] | None = None) -> np.ndarray:
     """Three orthogonal slices (axial, coronal, sagittal) through the centre of the labelled
     structure (reference first, else prediction, else the volume's centre), side by side.
 
     image: (C, z, y, x) or (z, y, x); pred / ref: (z, y, x). Each panel is drawn with its true
-    aspect ratio from `spacing` (z, y, x) and enlarged when small.
+    aspect ratio from `spacing` (z, y, x) and enlarged when small. `centre` (z, y, x) chooses
+    the slices instead.
     """
     image = np.asarray(image)
     vol = image[0] if image.ndim == 4 else image
-    centre = structure_centre(ref, pred) or tuple(s // 2 for s in vol.shape)
+    centre = centre or structure_centre(ref, pred) or tuple(s // 2 for s in vol.shape)
     display = _rescale(vol.astype(np.float64))  # one intensity scale for the three panels
     panels = []
     for axis in range(3):
