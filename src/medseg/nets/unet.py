@@ -13,6 +13,7 @@ inference code never sees the difference.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -169,7 +170,7 @@ class UNet(nn.Module):
     def divisor(self) -> int | tuple[int, ...]:
         """Input sizes must be multiples of this so every skip connection lines up: one number
         when every axis is pooled alike, else one per axis (see `medseg.nets.axis_divisors`)."""
-        per_axis = tuple(int(torch.tensor([s[a] for s in self.strides]).prod()) for a in range(self.spatial_dims))
+        per_axis = tuple(math.prod(s[a] for s in self.strides) for a in range(self.spatial_dims))
         return per_axis[0] if len(set(per_axis)) == 1 else per_axis
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
