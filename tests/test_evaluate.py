@@ -96,7 +96,7 @@ def test_hand_checked_dice(folders, tmp_path):
     assert result.summary[1]["class_name"] == "class1"
 
     table = result.table()
-    for word in ("Dice", "Jaccard", "Precision", "Sensitivity", "Specificity", "HD95 mm", "ASSD mm", "NSD", "RVD",
+    for word in ("Dice", "Jaccard", "Precision", "Sensitivity", "Specificity", "HD95 px", "ASSD px", "NSD", "RVD",
                  "Lesion F1", "missed", "spurious", "background", "class1"):
         assert word in table
     assert "0.750 ± 0.354" in table

@@ -96,7 +96,8 @@ class EvaluationResult:
 
     def table(self) -> str:
         """Per-class table of mean ± std over cases, and how many cases missed or invented a class."""
-        metrics = [(k, title, d) for k, title, d in _TABLE_METRICS
+        unit = self.settings.get("distance_unit", "mm")
+        metrics = [(k, title.replace("mm", unit), d) for k, title, d in _TABLE_METRICS
                    if k in self.metric_names and any(k in s for s in self.summary.values())]
         header = ["class", "n"] + [title for _, title, _ in metrics] + ["missed", "spurious"]
         lines = []
@@ -112,7 +113,8 @@ class EvaluationResult:
         out = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in lines]
         tol = self.settings.get("nsd_tolerance_mm")
         if tol is not None and any(m == "nsd" for m, _, _ in metrics):
-            out.append(f"NSD at {tol:g} mm; HD95/ASSD in mm ({self.settings.get('spacing_source', '')}); "
+            unit = self.settings.get("distance_unit", "mm")
+            out.append(f"NSD at {tol:g} {unit}; HD95/ASSD in {unit} (spacing: {self.settings.get('spacing_source', '')}); "
                        "missed/spurious: cases with the class in only the reference/prediction "
                        "(scored Dice 0, distance = image diagonal)")
         return "\n".join(out)
@@ -366,6 +368,7 @@ def evaluate(
         "std": "sample standard deviation over cases (ddof=1)",
         "spacing_source": "given" if spacing is not None else ("reference headers" if dims == 3 else "1 per pixel"),
         "spacings": sorted(list(s) for s in spacings)[:20],
+        "distance_unit": "mm" if (spacing is not None or dims == 3) else "px",
         "nsd_tolerance_mm": float(tolerance),
         "hd_percentile": float(percentile),
         "volume_unit": "mL" if dims == 3 else ("mm^2" if spacing is not None else "mm^2 (pixels at spacing 1)"),

@@ -20,11 +20,12 @@ DEFAULT_METRICS = (("dice", "Dice", (0.0, 1.02)), ("nsd", "NSD", (0.0, 1.02)),
 
 def plot_case_boxes(rows: Sequence[dict], class_names: Sequence[str], out_png: Path,
                     metrics: Sequence[tuple[str, str, tuple[float, float] | None]] = DEFAULT_METRICS,
-                    tolerance: float | None = None) -> Path | None:
+                    tolerance: float | None = None, unit: str = "mm") -> Path | None:
     """Draw the box plots into out_png; None when no foreground class has any of the metrics.
 
     rows: `EvaluationResult.rows` (or the metrics.csv rows with numbers parsed); class_names
-    index by class. Distance panels use a log scale when values span more than two decades.
+    index by class; unit: of the distances (mm, or px for pictures without spacing). Distance
+    panels use a log scale when values span more than two decades.
     """
     classes = sorted({int(r["class"]) for r in rows if int(r["class"]) > 0})
     panels = [(m, label, lim) for m, label, lim in metrics
@@ -45,7 +46,8 @@ def plot_case_boxes(rows: Sequence[dict], class_names: Sequence[str], out_png: P
             ax.scatter(x, values, s=9, color=colour, alpha=0.8, linewidths=0, zorder=3)
         ax.set_xticks(range(1, len(classes) + 1), [class_names[k] for k in classes],
                       rotation=20 if len(classes) > 3 else 0)
-        title = f"{label} at {tolerance:g} mm" if metric == "nsd" and tolerance is not None else label
+        label = label.replace("(mm)", f"({unit})")
+        title = f"{label} at {tolerance:g} {unit}" if metric == "nsd" and tolerance is not None else label
         ax.set_title(title, fontsize=10)
         positive = [v for d in data for v in d if v > 0]
         if lim is not None:

@@ -227,7 +227,8 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
         tmp = Path(tmp_name)
         log = run / "log.csv"
         curves = plot_learning_curves(log, tmp / "curves.png") if log.is_file() and read_log(log) else None
-        boxes = plot_case_boxes(rows, class_names, tmp / "boxes.png", tolerance=settings.get("nsd_tolerance_mm"))
+        boxes = plot_case_boxes(rows, class_names, tmp / "boxes.png", tolerance=settings.get("nsd_tolerance_mm"),
+                                unit=settings.get("distance_unit", "mm"))
         overlays = _overlays(info, val_dir, ranked, tmp) if ranked else []
         cost = _safe_model_cost(run)
         sections = [
@@ -244,7 +245,7 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
         for heading, body in extra_sections:
             sections += [f"<h2>{escape(heading)}</h2>", body]
         sections += [
-            "<h2>Cases, worst first</h2>", _cases_section(ranked, class_names),
+            "<h2>Cases, worst first</h2>", _cases_section(ranked, class_names, settings.get("distance_unit", "mm")),
             "<h2>Data</h2>", _facts(_data_facts(info)),
             "<h2>Model</h2>", _facts(_model_facts(info, cost)),
             "<h2>Plan</h2>", _plan_section(info.get("plan")),
@@ -285,12 +286,13 @@ def _summary_section(evaluation: dict, class_names: list[str], n_cases: int) -> 
     keys = sorted(summary, key=lambda k: (int(k) == 0, int(k)))  # foreground first, background last
     names = [str(summary[k].get("class_name") or _name(class_names, int(k))) for k in keys]
     unit = settings.get("volume_unit", "")
+    dist_unit = settings.get("distance_unit", "mm")
     head = "".join(f"<th>{escape(n)}</th>" for n in names)
     body = []
     for metric, title, d in SUMMARY_COLUMNS:
         if not any(metric in summary[k] for k in keys):
             continue
-        label = title + (f" ({unit})" if metric == "ref_volume" and unit else "")
+        label = title.replace("mm", dist_unit) + (f" ({unit})" if metric == "ref_volume" and unit else "")
         cells = []
         for k in keys:
             st = summary[k].get(metric)
@@ -306,7 +308,8 @@ def _summary_section(evaluation: dict, class_names: list[str], n_cases: int) -> 
         body.append(f"<tr><th>cases {status}</th>{cells}</tr>")
     tol = settings.get("nsd_tolerance_mm", 1.0)
     note = (f"{n_cases} validation cases; mean ± std over cases, below: median · min–max. "
-            f"Distances in mm ({escape(str(settings.get('spacing_source', '')))}), NSD at {tol:g} mm, "
+            f"Distances in {dist_unit} (spacing: {escape(str(settings.get('spacing_source', '')))}), "
+            f"NSD at {tol:g} {dist_unit}, "
             "HD95 = 95th percentile Hausdorff distance, ASSD = average symmetric surface distance, "
             "RVD = relative volume difference, Volume = reference volume. <b>missed</b>: cases where the class is in the reference only; "
             "<b>spurious</b>: in the prediction only. Both stay in every mean with Dice 0 and the image "
@@ -316,11 +319,11 @@ def _summary_section(evaluation: dict, class_names: list[str], n_cases: int) -> 
             f"<tbody>{''.join(body)}</tbody></table><p class=\"note\">{note}</p>")
 
 
-def _cases_section(ranked: list[dict], class_names: list[str]) -> str:
+def _cases_section(ranked: list[dict], class_names: list[str], unit: str = "mm") -> str:
     if not ranked:
         return '<p class="muted">No validation cases.</p>'
     classes = sorted({k for c in ranked for k in c["classes"] if k > 0}) or [0]
-    head = "".join(f"<th>Dice {escape(_name(class_names, k))}</th><th>HD95 mm {escape(_name(class_names, k))}</th>"
+    head = "".join(f"<th>Dice {escape(_name(class_names, k))}</th><th>HD95 {unit} {escape(_name(class_names, k))}</th>"
                    for k in classes)
     body = []
     for i, c in enumerate(ranked[:MAX_CASE_ROWS], start=1):
@@ -351,9 +354,12 @@ def _overlays(info: dict, val_dir: Path, ranked: list[dict], tmp: Path) -> list[
     from medseg.io.labels import LabelMapping
     from medseg.io.registry import case_stem
 
-    picks = [("worst", ranked[0]), ("median", ranked[len(ranked) // 2]), ("best", ranked[-1])]
-    if len(ranked) < 3:
-        picks = [(tag, c) for tag, c in picks if c is not None][: len(ranked)]
+    picks, seen = [], set()
+    for tag, item in (("worst", ranked[0]), ("best", ranked[-1]), ("median", ranked[len(ranked) // 2])):
+        if item["case"] not in seen:  # fewer than three cases: each shown once, worst and best first
+            seen.add(item["case"])
+            picks.append((tag, item))
+    picks.sort(key=lambda p: ("worst", "median", "best").index(p[0]))
     pairs, dataset = describe_dataset(Path(info["data"]))
     by_id = {p.case_id: p for p in pairs}
     masks = {case_stem(p): p for p in val_dir.iterdir() if p.is_file() and p.suffix not in (".csv", ".json", ".tmp")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 _WRITERS: dict[Path, object] = {}
@@ -24,11 +25,16 @@ def _group(name: str) -> str:
 
 
 def _writer(run_dir: Path):
+    """The run's SummaryWriter, or None (with one warning) when the tensorboard package is missing."""
     key = run_dir.resolve()
     if key not in _WRITERS:
-        from torch.utils.tensorboard import SummaryWriter  # needs the `tensorboard` package
-
-        _WRITERS[key] = SummaryWriter(log_dir=str(key / TENSORBOARD_DIR))
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # needs the `tensorboard` package
+        except ImportError as exc:
+            warnings.warn(f"no TensorBoard scalars for {run_dir} ({exc}); pip install tensorboard", stacklevel=3)
+            _WRITERS[key] = None
+        else:
+            _WRITERS[key] = SummaryWriter(log_dir=str(key / TENSORBOARD_DIR))
     return _WRITERS[key]
 
 
@@ -39,6 +45,8 @@ def log_scalars(run_dir: str | os.PathLike, row: dict, step: int | None = None) 
     """
     step = int(step if step is not None else row.get("epoch", 0))
     writer = _writer(Path(run_dir))
+    if writer is None:
+        return 0
     written = 0
     for name, value in row.items():
         if name in ("epoch", "iteration") or value is None or isinstance(value, bool):
