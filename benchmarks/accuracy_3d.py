@@ -83,7 +83,7 @@ def main() -> None:
     options = {k: ast.literal_eval(v) for k, v in (o.split("=", 1) for o in args.option)}
     start = time.perf_counter()
     run = medseg.train(train, work / "run", minutes=args.minutes, **options)
-    train_s = time.perf_counter() - start
+    train_s = time.perf_counter() - start  # training budget + plan + validation/postprocessing/report
     start = time.perf_counter()
     medseg.predict(run, test / "imagesTs", work / "pred", overlays=False)
     predict_s = time.perf_counter() - start
@@ -93,12 +93,18 @@ def main() -> None:
     medseg.predict(run, test / "imagesTs", work / "pred_mirror", overlays=False, mirror=True)
     predict_mirror_s = time.perf_counter() - start
     dice_mirror, _ = dice_scores(work / "pred_mirror", held)
+    medseg.predict(run, test / "imagesTs", work / "pred_raw", overlays=False, postprocess=False)
+    dice_raw, _ = dice_scores(work / "pred_raw", held)
+    postprocessing = json.loads((run / "postprocessing.json").read_text()) if (run / "postprocessing.json").is_file() else None
     result = {
         "dataset": "msd-hippocampus",
         "protocol": {"minutes": args.minutes, "train_cases": info["cases"]["train"] + info["cases"]["val"],
                      "test_cases": len(held)},
         "dice": dice,
         "dice_mirror_tta": dice_mirror,
+        "dice_without_postprocessing": dice_raw,
+        "postprocessing": postprocessing,
+        "plan": info.get("plan"),
         "geometry_identical": f"{geometry_ok}/{len(held)}",
         "train_wall_s": round(train_s, 1),
         "predict_wall_s": round(predict_s, 1),

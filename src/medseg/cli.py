@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +12,8 @@ EPILOG = """\
 typical use:
   medseg train DATA --out RUN --minutes 10     DATA: images/ + labels/ (2D or 3D), an MSD or nnU-Net folder
   medseg predict RUN NEW_IMAGES --out PRED      one mask + one overlay per image / volume / DICOM series
-  medseg evaluate PRED LABELS                   per-class Dice, Jaccard, ... (CSV + JSON)
+  medseg evaluate PRED LABELS                   per-class Dice, HD95, ASSD, surface Dice, ... (CSV + JSON)
+  medseg report RUN                             one HTML page: curves, metrics, overlays (RUN/report.html)
   medseg convert brats SRC --out DATA           BraTS 2013 folders -> nnU-Net layout (FLAIR + T1c)
   medseg demo                                   all of the above on synthetic data, ~3 min
 """
@@ -44,14 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, help="number of epochs (of --iterations-per-epoch steps)")
     budget.add_argument("--minutes", type=float, help="wall-clock budget including loading and validation "
-                        "(default when neither is given: 10)")
+                        "(default: the plan's, 20 on a CPU); with --folds it is shared by the folds")
     p.add_argument("--val-fraction", type=float, help="fraction of cases held out for validation "
                    "(default: 0.2, at most 50 cases; 0 for none)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and augmentation")
-    p.add_argument("--model", default="unet", help="unet (default, light) or classic (the original 31M-parameter U-Net)")
+    p.add_argument("--model", default="unet", help="unet (default, light), unet-classic (the original 31M-parameter "
+                   "U-Net), resunet, vnet, fcn, unetr, swinunetr; `medseg models` compares them")
     p.add_argument("--features", type=_int_tuple, help="channels per level of the unet, e.g. 32,64,128,256,512")
     p.add_argument("--norm", choices=["batch", "instance", "group", "none"], help="normalisation layers of the unet")
-    p.add_argument("--loss", choices=["dice+ce", "dice", "dice-squared", "ce", "weighted-dice"],
+    p.add_argument("--loss", choices=["dice+ce", "dice", "dice-squared", "ce", "weighted-dice", "generalised-dice",
+                                      "tversky", "focal", "dice+focal"],
                    help="training loss (default dice+ce; weighted-dice uses inverse class frequency)")
     p.add_argument("--batch-size", type=int, help="patches per step")
     p.add_argument("--patch-size", type=_int_tuple, help="training patch, e.g. 256x256 (default: from the data)")
@@ -68,7 +72,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-names", type=lambda t: tuple(n.strip() for n in t.split(",")),
                    help="names of classes 0..K-1 for logs and reports, e.g. background,liver,tumour")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    plan = p.add_argument_group("plan and cross-validation")
+    plan.add_argument("--plan", type=Path, help="train with this plan JSON (from `medseg plan`, perhaps edited) "
+                      "instead of planning DATA now")
+    plan.add_argument("--no-plan", action="store_true", help="skip the fingerprint and plan; use fixed rules")
+    plan.add_argument("--set", dest="plan_set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override one plan setting (JSON value), e.g. --set patch_size=[32,64,64]; repeatable")
+    plan.add_argument("--memory-gb", type=float, help="memory the plan may use (default: half the RAM, or the GPU's)")
+    plan.add_argument("--fold", type=int, help="train fold K of a 5-fold cross-validation into OUT/fold_K "
+                      "(split in OUT/splits.json, created on first use, editable)")
+    plan.add_argument("--folds", help="train several folds in turn: all, or e.g. 0,1,2")
     _add_device(p)
+
+    p = sub.add_parser("plan", help="fingerprint a dataset and print the plan training would use",
+                       description="Reads every case once (shape, spacing, intensities per modality in the "
+                       "foreground, class sizes, connected components) and derives the settings training uses: "
+                       "dimensions, target spacing, patch, batch, pooling per axis, widths, normalisation, loss "
+                       "and schedule, each with its reason, to fit the given budget. Writes the plan as JSON; "
+                       "edit it and pass it to `medseg train --plan`.")
+    p.add_argument("data", type=Path, help="dataset folder")
+    p.add_argument("--out", type=Path, help="plan file to write (default: ./<dataset>.plan.json)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device to plan for (default cpu)")
+    p.add_argument("--memory-gb", type=float, help="memory budget (default: half the RAM, or the GPU's)")
+    p.add_argument("--minutes", type=float, help="training time budget (default on a CPU: 20)")
+    p.add_argument("--force", action="store_true", help="replace an existing plan file")
 
     p = sub.add_parser("predict", help="segment new images with a trained run",
                        description="Writes one mask per case (class indices 0..K-1, the input's size and "
@@ -85,16 +112,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
     p.add_argument("--format", dest="output_format", help="mask file type, e.g. .nii.gz, .nrrd, .mha, .png "
                    "(default: the input's)")
+    p.add_argument("--folds", type=_int_tuple, help="cross-validation folder: ensemble only these folds, e.g. 0,1 "
+                   "(default: every trained fold)")
+    p.add_argument("--no-postprocess", action="store_true", help="skip the postprocessing chosen on validation data")
     _add_device(p)
 
     p = sub.add_parser("evaluate", help="compare predicted masks with reference masks",
-                       description="Per-class Dice, Jaccard, pixel accuracy, sensitivity and specificity per case; "
-                       "prints mean ± std per class, writes per-case rows (CSV) and a summary (JSON).")
+                       description="Per case and class: Dice, Jaccard, accuracy, sensitivity, specificity, "
+                       "precision, volumes and relative volume difference, HD95 and ASSD in mm (voxel spacing "
+                       "from the reference headers), normalised surface Dice and lesion-wise detection F1. "
+                       "Prints mean ± std per class, writes per-case rows (CSV) and a summary (JSON). A class "
+                       "in only one of the masks scores Dice 0 and the image diagonal as distance (never NaN).")
     p.add_argument("pred", type=Path, help="folder of predicted masks")
     p.add_argument("labels", type=Path, help="folder of reference masks (or a dataset folder with labels/)")
     p.add_argument("--json", type=Path, help="summary JSON (default PRED/evaluation.json)")
     p.add_argument("--csv", type=Path, help="per-case CSV (default PRED/evaluation.csv)")
     p.add_argument("--num-classes", type=int, help="number of classes (default: from the masks)")
+    p.add_argument("--tolerance", type=float, default=1.0, help="normalised surface Dice tolerance in mm (default 1)")
+    p.add_argument("--spacing", type=lambda t: tuple(float(v) for v in t.replace("x", ",").split(",")),
+                   help="voxel size in mm (array axis order) for every case, instead of the files' headers")
+    p.add_argument("--no-distances", action="store_true", help="skip HD95, ASSD and surface Dice (faster)")
+    p.add_argument("--no-lesions", action="store_true", help="skip lesion-wise detection")
+
+    p = sub.add_parser("report", help="write the HTML report of a training run",
+                       description="One self-contained HTML file (opens offline): learning curves, validation "
+                       "metrics with per-case box plots, best/median/worst overlays, cases worst first, data, "
+                       "model (parameters, FLOPs per patch), plan and time. Predicts and evaluates the "
+                       "validation cases into RUN/validation first when the run has not done so.")
+    p.add_argument("run", type=Path, help="run folder made by `medseg train`")
+    p.add_argument("--out", type=Path, help="HTML file to write (default RUN/report.html)")
+    _add_device(p)
 
     p = sub.add_parser("convert", help="convert a published dataset layout into one medseg trains on",
                        description="brats: BraTS 2013 case folders (Flair*, T1c*, OTMultiClass) -> nnU-Net v2 "
@@ -110,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("demo_run"), help="output folder (default demo_run)")
     p.add_argument("--minutes", type=float, default=2.0, help="training budget (default 2)")
     _add_device(p)
+
+    p = sub.add_parser("models", help="list the models with their parameters and FLOPs per patch",
+                       description="Every model `--model` accepts, the dimensions it supports, its parameter "
+                       "count and the GFLOPs of one forward pass of one patch, as `medseg train` builds it.")
+    p.add_argument("--patch", type=int, nargs="+", metavar="N", help="patch sides, e.g. 96 96 96 "
+                   "(default 64 64 64, or 256 256 with --dims 2)")
+    p.add_argument("--dims", type=int, choices=[2, 3], help="2D or 3D models (default: from --patch, else 3)")
+    p.add_argument("--in-channels", type=int, default=1, help="input channels (default 1)")
+    p.add_argument("--classes", type=int, default=2, help="classes including background (default 2)")
     return parser
 
 
@@ -131,8 +187,28 @@ def _train_options(args: argparse.Namespace) -> dict:
         options["crop_nonzero"] = False
     if args.no_cache:
         options["cache"] = False
-    if "epochs" not in options and "minutes" not in options and not args.resume:
-        options["minutes"] = 10.0
+    for item in args.plan_set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. patch_size=[64,64,64]")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value  # a bare word, e.g. loss=dice
+    if args.no_plan:
+        options["plan"] = False
+        if "epochs" not in options and "minutes" not in options and not args.resume:
+            options["minutes"] = 20.0
+    elif args.plan is not None:
+        options["plan"] = args.plan
+    if args.memory_gb is not None:
+        options["memory_gb"] = args.memory_gb
+    if args.fold is not None and args.folds is not None:
+        raise ValueError("give --fold K or --folds, not both")
+    if args.fold is not None:
+        options["fold"] = args.fold
+    if args.folds is not None:
+        options["folds"] = "all" if args.folds == "all" else list(_int_tuple(args.folds))
     return options
 
 
@@ -143,17 +219,30 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             run = api.train(args.data, args.out, resume=args.resume, **_train_options(args))
             print(f"run written to {run} (checkpoints/, log.csv, learning_curves.png, run.json)")
+        elif args.command == "plan":
+            from .plan import Budget, format_plan, plan_dataset, write_plan
+            plan = plan_dataset(args.data, Budget(args.device, args.memory_gb, args.minutes))
+            print(format_plan(plan))
+            path = write_plan(plan, args.out or Path(f"{args.data.resolve().name}.plan.json"), overwrite=args.force)
+            print(f"plan written to {path} (train with: medseg train {args.data} --out RUN --plan {path})")
         elif args.command == "predict":
             written = api.predict(args.run, args.input, args.out, device=args.device, checkpoint=args.checkpoint,
                                   overlap=args.overlap, mirror=args.mirror, overlays=not args.no_overlays,
-                                  overwrite=args.overwrite, output_format=args.output_format)
+                                  overwrite=args.overwrite, output_format=args.output_format,
+                                  folds=list(args.folds) if args.folds else None,
+                                  postprocess=not args.no_postprocess)
             print(f"{len(written)} mask(s) written to {args.out}")
         elif args.command == "evaluate":
             result = api.evaluate(args.pred, args.labels, num_classes=args.num_classes,
                                   csv_path=args.csv or args.pred / "evaluation.csv",
-                                  json_path=args.json or args.pred / "evaluation.json")
+                                  json_path=args.json or args.pred / "evaluation.json",
+                                  tolerance=args.tolerance, spacing=args.spacing,
+                                  distances=not args.no_distances, lesions=not args.no_lesions)
             print(result.table())
             print(f"per-case rows: {args.csv or args.pred / 'evaluation.csv'}; summary: {args.json or args.pred / 'evaluation.json'}")
+        elif args.command == "report":
+            from .report.run_report import write_run_report
+            print(f"report: {write_run_report(args.run, args.out, device=args.device)}")
         elif args.command == "convert":
             from .io.convert import convert_brats
             out = convert_brats(args.source, args.out, copy=args.copy)
@@ -161,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             report = api.demo(args.out, minutes=args.minutes, device=args.device)
             print(f"report: {report}")
+        elif args.command == "models":
+            from .nets.describe import models_table
+            print(models_table(args.patch, args.dims, args.in_channels, args.classes))
     except (MedsegInputError, FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"medseg {args.command}: error: {exc}", file=sys.stderr)
         return 2

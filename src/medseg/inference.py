@@ -76,19 +76,21 @@ def sliding_window(
     overlap: float = 0.5,
     batch_size: int = 4,
     mirror_axes: Sequence[int] = (),
-    divisor: int = 16,
+    divisor: int | Sequence[int] = 16,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Class probabilities (K, *spatial) float32 for a (C, *spatial) image.
 
-    Images that fit in one window are padded to a multiple of `divisor` and run whole;
+    Images that fit in one window are padded to a multiple of `divisor` (one number, or one per
+    axis) and run whole;
     larger ones are tiled with `patch_size` windows. `mirror_axes` are spatial axes (0-based).
     """
     device = torch.device(device)
     spatial = tuple(image.shape[1:])
     if all(s <= p for s, p in zip(spatial, patch_size)):
-        window = tuple(math.ceil(s / divisor) * divisor for s in spatial)
+        per_axis = (divisor,) * len(spatial) if isinstance(divisor, int) else tuple(divisor)
+        window = tuple(math.ceil(s / d) * d for s, d in zip(spatial, per_axis))
     else:
         window = tuple(int(p) for p in patch_size)
     padded, crop = _pad_to(image, [max(s, w) for s, w in zip(spatial, window)])

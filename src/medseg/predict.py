@@ -26,53 +26,112 @@ from .io.dataset import read_image_channels
 from .io.layout import DatasetInfo, InputCase, prediction_inputs
 from .io.registry import MASK_WRITE_SUFFIXES, match_suffix
 from .io.volume import read_dicom_series
-from .nets import build_model
+from .nets import axis_divisors, build_model
+from .crossval import fold_runs
+from .postprocess import apply_postprocessing, read_postprocessing
 from .report.overlay import save_overlay
 
 
-class Predictor:
-    """A trained model ready to segment cases (load once, predict many)."""
+class _Member:
+    """One trained model with its own preprocessing (a run, or one fold of a cross-validation)."""
 
-    def __init__(self, run: str | os.PathLike, *, checkpoint: str = "best", device: str = "auto",
-                 overlap: float = 0.5, mirror: bool = False, precision: str = "auto"):
-        self.run = Path(run)
-        self.checkpoint_path = find_checkpoint(self.run, checkpoint)
+    def __init__(self, run: Path, checkpoint: str, device: torch.device, mirror: bool, precision: str):
+        self.checkpoint_path = find_checkpoint(run, checkpoint)
         state = load_checkpoint(self.checkpoint_path)
-        self.device = resolve_device(device)
-        self.in_channels = int(state["in_channels"])
-        self.num_classes = int(state["num_classes"])
-        self.class_names: list[str] = list(state["class_names"])
+        self.state = state
+        self.spatial_dims = int(state["spatial_dims"])
         self.pre = Preprocessor.from_dict(state["preprocessor"])
-        self.dataset = DatasetInfo.from_dict(state.get("dataset"))
         self.patch_size = tuple(state["patch_size"])
-        self.model = build_model(state["model_name"], self.in_channels, self.num_classes, state["spatial_dims"],
-                                 **state["model_options"])
+        self.model = build_model(state["model_name"], int(state["in_channels"]), int(state["num_classes"]),
+                                 self.spatial_dims, **state["model_options"])
         self.model.load_state_dict(state["model"])
-        self.model.to(self.device, memory_format=memory_format(int(state["spatial_dims"]))).eval()
-        self.overlap = overlap
+        self.model.to(device, memory_format=memory_format(self.spatial_dims)).eval()
+        self.divisor = axis_divisors(self.model, self.spatial_dims)
         # mirror only along the axes the model was trained to be indifferent to (its flips)
         flips = (state.get("config") or {}).get("augment", {}).get("flip_axes")
-        all_axes = tuple(range(int(state["spatial_dims"])))
+        all_axes = tuple(range(self.spatial_dims))
         self.mirror_axes = (all_axes if flips in (None, "auto") else tuple(flips)) if mirror else ()
         # bf16 pays off only where the hardware has it; fp32 otherwise (see medseg.device)
-        self.autocast = choose_precision(precision, self.device)
+        self.autocast = choose_precision(precision, device)
 
+
+class Predictor:
+    """Trained model(s) ready to segment cases (load once, predict many).
+
+    `run` is a run folder, or a cross-validation folder (`medseg train --folds`): then the class
+    probabilities of every finished fold (or of `folds`) are averaged, each fold preprocessing
+    the case its own way. The postprocessing stored with the run (RUN/postprocessing.json,
+    chosen on validation data) is applied to the masks unless `postprocess=False`.
+    """
+
+    def __init__(self, run: str | os.PathLike, *, checkpoint: str = "best", device: str = "auto",
+                 overlap: float = 0.5, mirror: bool = False, precision: str = "auto",
+                 folds: list[int] | None = None, postprocess: bool = True):
+        self.run = Path(run)
+        self.device = resolve_device(device)
+        runs = member_runs(self.run, folds)
+        self.members = [_Member(r, checkpoint, self.device, mirror, precision) for r in runs]
+        first = self.members[0].state
+        self.checkpoint_path = self.members[0].checkpoint_path
+        self.in_channels = int(first["in_channels"])
+        self.num_classes = int(first["num_classes"])
+        self.class_names: list[str] = list(first["class_names"])
+        self.dataset = DatasetInfo.from_dict(first.get("dataset"))
+        for run_dir, member in zip(runs[1:], self.members[1:]):
+            st = member.state
+            if (int(st["in_channels"]), int(st["num_classes"]), st["label_mapping"]) != (
+                    self.in_channels, self.num_classes, first["label_mapping"]):
+                raise MedsegInputError(run_dir, "cannot be ensembled with the other folds: its channels, classes "
+                                       "or label mapping differ")
+        self.pre = self.members[0].pre
+        self.patch_size = self.members[0].patch_size
+        self.model = self.members[0].model
+        self.mirror_axes = self.members[0].mirror_axes
+        self.autocast = self.members[0].autocast
+        self.overlap = overlap
+        self.postprocessing = read_postprocessing(self.run) if postprocess else None
+
+    @torch.inference_mode()
     def probabilities(self, case: Case) -> torch.Tensor:
-        """(K, *original spatial) class probabilities for a case."""
+        """(K, *original spatial) class probabilities for a case (averaged over the ensemble)."""
         if case.channels != self.in_channels:
             raise MedsegInputError(case.source or case.case_id,
                                    f"has {case.channels} channel(s) but the model was trained on {self.in_channels} "
                                    f"({'grey' if self.in_channels == 1 else 'RGB' if self.in_channels == 3 else 'multi-channel'} images)")
-        resampled = self.pre.resample(case, with_label=False)
-        probs = sliding_window(self.model, self.pre.normalise(resampled.image), self.patch_size,
-                               overlap=self.overlap, mirror_axes=self.mirror_axes,
-                               divisor=getattr(self.model, "divisor", 16), device=self.device,
-                               autocast_dtype=self.autocast)
-        return self.pre.restore(probs, case.spatial_shape, resampled.box)
+        total: torch.Tensor | None = None
+        for member in self.members:
+            resampled = member.pre.resample(case, with_label=False)
+            probs = sliding_window(member.model, member.pre.normalise(resampled.image), member.patch_size,
+                                   overlap=self.overlap, mirror_axes=member.mirror_axes,
+                                   divisor=member.divisor, device=self.device, autocast_dtype=member.autocast)
+            probs = member.pre.restore(probs, case.spatial_shape, resampled.box)
+            total = probs if total is None else total.add_(probs)
+        assert total is not None
+        return total / len(self.members) if len(self.members) > 1 else total
 
     def segment(self, case: Case) -> np.ndarray:
-        """Class-index mask (uint8) with the case's original spatial shape."""
-        return self.probabilities(case).argmax(0).numpy().astype(np.uint8)
+        """Class-index mask (uint8) with the case's original spatial shape, postprocessed."""
+        mask = self.probabilities(case).argmax(0).numpy().astype(np.uint8)
+        return apply_postprocessing(mask, self.postprocessing)
+
+
+def member_runs(run: Path, folds: list[int] | None = None) -> list[Path]:
+    """The run folders a prediction uses: RUN itself, or the (chosen) finished folds under it."""
+    if (run / "checkpoints").is_dir():
+        if folds:
+            raise ValueError(f"{run}: is a single run, not a cross-validation folder; --folds does not apply")
+        return [run]
+    runs = fold_runs(run)
+    if not runs:
+        raise FileNotFoundError(f"{run}: not a medseg run folder (no checkpoints/ and no trained fold_K/ folders); "
+                                "train one with `medseg train`")
+    if folds:
+        wanted = {f"fold_{int(f)}" for f in folds}
+        missing = sorted(wanted - {r.name for r in runs})
+        if missing:
+            raise FileNotFoundError(f"{run}: {', '.join(missing)} not trained (have {', '.join(r.name for r in runs)})")
+        runs = [r for r in runs if r.name in wanted]
+    return runs
 
 
 def read_input_case(item: InputCase, channels: int | None = None) -> Case:
@@ -104,7 +163,8 @@ def output_suffix(item: InputCase, output_format: str | None) -> str:
 
 def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.PathLike, *,
             device: str = "auto", checkpoint: str = "best", overlap: float = 0.5, mirror: bool = False,
-            overlays: bool = True, overwrite: bool = False, output_format: str | None = None) -> list[Path]:
+            overlays: bool = True, overwrite: bool = False, output_format: str | None = None,
+            folds: list[int] | None = None, postprocess: bool = True) -> list[Path]:
     """Segment an image or volume file, a DICOM series folder, or a folder of them; returns the
     written mask paths.
 
@@ -112,7 +172,8 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
     three orthogonal slices through the predicted structure). Existing files are never replaced
     unless `overwrite`, and an input file is never written over in any case.
     """
-    predictor = Predictor(run, checkpoint=checkpoint, device=device, overlap=overlap, mirror=mirror)
+    predictor = Predictor(run, checkpoint=checkpoint, device=device, overlap=overlap, mirror=mirror,
+                          folds=folds, postprocess=postprocess)
     items = prediction_inputs(inputs, predictor.in_channels, predictor.dataset.channel_names)
     out = Path(out)
     targets = [out / f"{item.case_id}{output_suffix(item, output_format)}" for item in items]

@@ -43,7 +43,7 @@ from .io.labels import LabelMapping
 from .io.registry import read_image_header
 from .losses import make_loss
 from .metrics import confusion, dice_from_confusion
-from .nets import build_model, count_parameters
+from .nets import axis_divisors, build_model, count_parameters
 from .report.curves import plot_learning_curves
 
 # Working-grid defaults for 2D (README: "Resizing and padding policy").
@@ -84,6 +84,10 @@ class TrainConfig:
     overlap: float = 0.5
     workers: int = 2
     class_names: tuple[str, ...] | None = None    # names for classes 0..K-1 in logs and reports
+    strides: list | None = None                   # unet: per downsampling, factor per axis (plan)
+    kernels: list | None = None                   # unet: per level, convolution size per axis (plan)
+    normalization: list | None = None             # per channel {"scheme": ...}; None: from the data
+    fold: int | None = None                       # cross-validation fold this run trains (splits.json)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -113,6 +117,13 @@ class TrainConfig:
             d["target_spacing"] = tuple(d["target_spacing"])
         return cls(**d)
 
+    def apply_plan(self, plan: dict) -> None:
+        """Take every setting of a plan (`medseg.plan.train_settings`)."""
+        from .plan import train_settings
+
+        for key, value in train_settings(plan).items():
+            setattr(self, key, value)
+
 
 def split_cases(pairs: list[CasePair], val_fraction: float | None, seed: int) -> tuple[list[CasePair], list[CasePair]]:
     """Deterministic case-level split; at least one training case.
@@ -134,6 +145,20 @@ def split_cases(pairs: list[CasePair], val_fraction: float | None, seed: int) ->
     val = sorted((pairs[i] for i in order[:n_val]), key=lambda p: natural_key(p.case_id))
     train = sorted((pairs[i] for i in order[n_val:]), key=lambda p: natural_key(p.case_id))
     return train, val
+
+
+def pairs_of_split(pairs: list[CasePair], split: dict, data: Path) -> tuple[list[CasePair], list[CasePair]]:
+    """Training and validation cases named by a split ({"train": [...], "val": [...]})."""
+    by_id = {p.case_id: p for p in pairs}
+    missing = [c for c in list(split.get("train", [])) + list(split.get("val", [])) if c not in by_id]
+    if missing:
+        raise MedsegInputError(data, f"the split names cases the dataset does not hold: {missing[:10]}")
+    overlap = set(split.get("train", [])) & set(split.get("val", []))
+    if overlap:
+        raise MedsegInputError(data, f"the split has cases in both train and val: {sorted(overlap)[:10]}")
+    if not split.get("train"):
+        raise MedsegInputError(data, "the split has no training cases")
+    return [by_id[c] for c in split["train"]], [by_id[c] for c in split.get("val", [])]
 
 
 def choose_image_size(pairs: list[CasePair], requested: int | str | None) -> int | None:
@@ -222,9 +247,11 @@ def _check_run_folder(out: Path, resume: bool) -> None:
 class Trainer:
     """Owns the model, optimiser and loop for one run folder."""
 
-    def __init__(self, data: Path, out: Path, config: TrainConfig, resume: bool = False):
+    def __init__(self, data: Path, out: Path, config: TrainConfig, resume: bool = False,
+                 plan: dict | None = None, split: dict | None = None):
         self.start = time.perf_counter()
         self.data, self.out, self.config = Path(data), Path(out), config
+        self.plan, self.split = plan, split
         _check_run_folder(self.out, resume)
         self.resume_state = load_checkpoint(self.out / "checkpoints" / "last.pt") if resume else None
         if self.resume_state is not None:
@@ -257,9 +284,15 @@ class Trainer:
             self.train_pairs = [by_id[c] for c in split["train"]]
             self.val_pairs = [by_id[c] for c in split["val"]]
             self.pre = Preprocessor.from_dict(self.resume_state["preprocessor"])
+            self.plan = self.resume_state.get("plan")
         else:
-            self.train_pairs, self.val_pairs = split_cases(pairs, cfg.val_fraction, cfg.seed)
+            if self.split is not None:
+                self.train_pairs, self.val_pairs = pairs_of_split(pairs, self.split, self.data)
+            else:
+                self.train_pairs, self.val_pairs = split_cases(pairs, cfg.val_fraction, cfg.seed)
             self.pre = self._choose_preprocessor(pairs)
+            if cfg.normalization is not None:
+                self.pre.normalization = [dict(n) for n in cfg.normalization]
         self.num_classes = self.mapping.num_classes
         self.class_names = list(cfg.class_names or self.info.class_names or default_class_names(self.num_classes))
         if len(self.class_names) != self.num_classes:
@@ -308,7 +341,13 @@ class Trainer:
     # ---------------------------------------------------------------- model
     def model_options(self) -> dict:
         cfg = self.config
-        return {} if cfg.model in ("classic", "unet-classic") else {"features": tuple(cfg.features), "norm": cfg.norm}
+        if cfg.model in ("classic", "unet-classic"):
+            return {}
+        options = {"features": tuple(cfg.features), "norm": cfg.norm}
+        if cfg.model == "unet" and cfg.strides is not None:
+            options["strides"] = [list(s) for s in cfg.strides]
+            options["kernels"] = [list(k) for k in cfg.kernels] if cfg.kernels is not None else None
+        return options
 
     def _prepare_model(self) -> None:
         cfg = self.config
@@ -316,10 +355,13 @@ class Trainer:
             cfg.features = FEATURES_3D if self.spatial_dims == 3 else FEATURES_2D
         self.model = build_model(cfg.model, self.in_channels, self.num_classes, self.spatial_dims,
                                  **self.model_options()).to(self.device, memory_format=memory_format(self.spatial_dims))
-        divisor = getattr(self.model, "divisor", 16)
+        divisor = axis_divisors(self.model, self.spatial_dims)
         if cfg.patch_size is None:
-            cfg.patch_size = choose_patch_size([tuple(x.shape[1:]) for x in self.train_images], divisor)
-        if any(p % divisor for p in cfg.patch_size):
+            cfg.patch_size = choose_patch_size([tuple(x.shape[1:]) for x in self.train_images], max(divisor))
+        if len(cfg.patch_size) != self.spatial_dims:
+            raise ValueError(f"patch size {cfg.patch_size} has {len(cfg.patch_size)} axes but the images have "
+                             f"{self.spatial_dims}")
+        if any(p % d for p, d in zip(cfg.patch_size, divisor)):
             raise ValueError(f"patch size {cfg.patch_size} must be a multiple of {divisor} for this network")
         if cfg.batch_size is None:
             cfg.batch_size = choose_batch_size(cfg.patch_size)
@@ -372,7 +414,7 @@ class Trainer:
         total_loss, dices = 0.0, []
         for image, label in zip(self.val_images, self.val_labels):
             probs = sliding_window(self.model, image, self.config.patch_size, overlap=self.config.overlap,
-                                   divisor=getattr(self.model, "divisor", 16), device=self.device,
+                                   divisor=axis_divisors(self.model, self.spatial_dims), device=self.device,
                                    autocast_dtype=self.autocast, batch_size=self.config.batch_size)
             target = label.long()[None]
             with torch.no_grad():
@@ -404,6 +446,7 @@ class Trainer:
             "patch_size": list(self.config.patch_size),
             "config": self.config.to_dict(),
             "split": {"train": [p.case_id for p in self.train_pairs], "val": [p.case_id for p in self.val_pairs]},
+            "plan": self.plan,
             "epoch": self.epoch,
             "iteration": self.iteration,
             "elapsed_s": self.elapsed(),
@@ -426,6 +469,8 @@ class Trainer:
             "class_names": self.class_names,
             "preprocessor": self.pre.to_dict(),
             "dataset": self.info.to_dict(),
+            "plan": {k: v for k, v in (self.plan or {}).items() if k != "fingerprint"} or None,
+            "fold": self.config.fold,
             "cache_hits": self.cache_hits,
             "cases": {"train": len(self.train_pairs), "val": len(self.val_pairs),
                       "val_used_per_epoch": len(self.val_images)},
@@ -451,6 +496,8 @@ class Trainer:
                 writer.writeheader()
             writer.writerow(row)
         plot_learning_curves(path, self.out / "learning_curves.png")
+        from .report.tensorboard import log_scalars  # RUN/tensorboard: `tensorboard --logdir RUN/tensorboard`
+        log_scalars(self.out, row)
 
     # ---------------------------------------------------------------- loop
     def budget_left(self) -> float:
@@ -459,6 +506,9 @@ class Trainer:
     def fit(self) -> Path:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.plan is not None and not (self.out / "plan.json").exists():
+            from .plan import write_plan
+            write_plan(self.plan, self.out / "plan.json")
         self.write_run_json(finished=False)
         self.model.train()
         total_epochs = cfg.epochs or 10**9
@@ -536,17 +586,92 @@ class Trainer:
         return self.out
 
 
-def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = False, **options) -> Path:
-    """Train a model on DATA (images/ + labels/) into the run folder OUT; returns OUT.
+# plan keys for which None is a real choice (native grid, no time limit), not "decide for me"
+_NONE_IS_A_CHOICE = ("image_size", "target_spacing", "minutes", "epochs")
 
-    Options are `TrainConfig` fields, e.g. `train("data", "run", minutes=10, model="classic")`.
-    """
+
+def plan_overrides(options: dict) -> dict:
+    """The explicit options that replace plan settings ("auto" and unset values do not)."""
+    from .plan import PLAN_KEYS
+
+    out = {}
+    for key, value in options.items():
+        if key not in PLAN_KEYS or (isinstance(value, str) and value == "auto"):
+            continue
+        if value is None and key not in _NONE_IS_A_CHOICE:
+            continue
+        out[key] = value
+    return out
+
+
+def resolve_plan(data: Path, plan: str | os.PathLike | dict | None, options: dict,
+                 memory_gb: float | None = None) -> dict:
+    """The plan a run trains with: read or computed for the run's budget, then the explicit
+    options applied on top (each recorded in the plan's reasons as set by the user)."""
+    from .plan import Budget, apply_overrides, check_plan, make_plan, read_plan
+    from .data.fingerprint import compute_fingerprint
+
+    if isinstance(plan, dict):
+        check_plan(plan)
+        base = plan
+    elif plan is not None:
+        base = read_plan(plan)
+    else:
+        device = resolve_device(options.get("device", "auto")).type
+        fp, _, _ = compute_fingerprint(data, workers=options.get("workers", 2))
+        base = make_plan(fp, Budget(device=device, memory_gb=memory_gb, minutes=options.get("minutes")))
+    return apply_overrides(base, plan_overrides(options))
+
+
+def _config(options: dict, plan: dict | None) -> TrainConfig:
     augment = options.pop("augment", None)
     config = TrainConfig(**options)
+    if plan is not None:
+        config.apply_plan(plan)
     if isinstance(augment, bool):
         config.augment.enabled = augment
     elif isinstance(augment, dict):
         config.augment = AugmentConfig(**augment)
     elif isinstance(augment, AugmentConfig):
         config.augment = augment
-    return Trainer(Path(data), Path(out), config, resume=resume).fit()
+    return config
+
+
+def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = False,
+          plan: str | os.PathLike | dict | bool | None = None, memory_gb: float | None = None,
+          fold: int | None = None, folds: str | list[int] | None = None, split: dict | None = None,
+          finish: bool = True, **options) -> Path:
+    """Train a model on DATA into the run folder OUT; returns OUT.
+
+    Options are `TrainConfig` fields, e.g. `train("data", "run", minutes=10, model="classic")`.
+    plan:  None (default) fingerprints DATA and plans it for this budget (`medseg.plan`); a plan
+           dict or JSON file is used as given; False keeps TrainConfig's fixed rules. Explicit
+           options always win over the plan.
+    fold / folds: cross-validation (`medseg.crossval`): OUT becomes the cross-validation folder
+           and fold K trains into OUT/fold_K; `folds="all"` trains every fold in turn, and the
+           minutes budget is then shared between them.
+    finish: after training, predict the validation cases, choose postprocessing on them and
+           write the report.
+    """
+    data, out = Path(data), Path(out)
+    if fold is not None or folds is not None:
+        from .crossval import train_folds
+        return train_folds(data, out, folds=folds if folds is not None else [fold], resume=resume, plan=plan,
+                           memory_gb=memory_gb, finish=finish, **options)
+    return train_single(data, out, options, resume=resume, plan=plan, memory_gb=memory_gb, split=split,
+                        finish=finish)
+
+
+def train_single(data: Path, out: Path, options: dict, *, resume: bool = False,
+                 plan: str | os.PathLike | dict | bool | None = None, memory_gb: float | None = None,
+                 split: dict | None = None, finish: bool = True) -> Path:
+    """One run folder: resolve the plan, train, then (finish) validate, postprocess and report."""
+    the_plan = None
+    if not resume and plan is not False:
+        the_plan = resolve_plan(data, None if plan is True else plan, options, memory_gb)
+    config = _config(dict(options), the_plan)
+    run = Trainer(data, out, config, resume=resume, plan=the_plan, split=split).fit()
+    if finish:
+        from .finish import finish_run
+        finish_run(run)
+    return run

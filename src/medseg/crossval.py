@@ -1,0 +1,154 @@
+"""Cross-validation: a deterministic 5-fold split a user may edit, one run per fold, and the
+pooled out-of-fold validation that chooses the ensemble's postprocessing.
+
+A cross-validation folder looks like this:
+
+    RUN/splits.json           [{"train": [...], "val": [...]}, ...] one entry per fold (editable)
+    RUN/plan.json             the plan every fold trains with (computed once, editable)
+    RUN/fold_0/ ... fold_4/   ordinary run folders (run.json, checkpoints/, validation/, ...)
+    RUN/postprocessing.json   chosen on the pooled validation predictions of the finished folds
+    RUN/crossval.json         which folds finished and their validation Dice
+
+`medseg predict RUN` on such a folder averages the probabilities of every finished fold.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MedsegInputError
+from .io.dataset import natural_key
+
+SPLITS_FILE = "splits.json"
+DEFAULT_FOLDS = 5
+
+
+def fold_dir(root: str | os.PathLike, fold: int) -> Path:
+    return Path(root) / f"fold_{int(fold)}"
+
+
+def fold_runs(root: str | os.PathLike) -> list[Path]:
+    """Fold run folders under a cross-validation folder that hold a checkpoint, in fold order."""
+    root = Path(root)
+    found = [p for p in root.glob("fold_*") if p.is_dir() and (p / "checkpoints").is_dir()
+             and any((p / "checkpoints").glob("*.pt"))]
+    return sorted(found, key=lambda p: natural_key(p.name))
+
+
+def make_splits(case_ids: list[str], folds: int = DEFAULT_FOLDS, seed: int = 0) -> list[dict]:
+    """Deterministic k-fold split of case ids: a seeded shuffle dealt round-robin into folds."""
+    if folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
+    if len(case_ids) < folds:
+        raise ValueError(f"{len(case_ids)} cases cannot make {folds} folds (each fold needs a validation case)")
+    ids = sorted(case_ids, key=natural_key)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    members = [[ids[i] for i in order[f::folds]] for f in range(folds)]
+    splits = []
+    for f in range(folds):
+        val = sorted(members[f], key=natural_key)
+        train = sorted((c for g in range(folds) if g != f for c in members[g]), key=natural_key)
+        splits.append({"train": train, "val": val})
+    return splits
+
+
+def load_or_create_splits(root: str | os.PathLike, case_ids: list[str], folds: int = DEFAULT_FOLDS,
+                          seed: int = 0) -> list[dict]:
+    """RUN/splits.json if present (checked against the dataset), else a new deterministic one."""
+    path = Path(root) / SPLITS_FILE
+    if path.is_file():
+        try:
+            splits = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise MedsegInputError(path, f"is not valid JSON: {e}") from e
+        if not isinstance(splits, list) or not all(isinstance(s, dict) and "train" in s and "val" in s for s in splits):
+            raise MedsegInputError(path, 'must be a list of {"train": [...], "val": [...]} entries, one per fold')
+        known = set(case_ids)
+        for f, split in enumerate(splits):
+            unknown = [c for c in split["train"] + split["val"] if c not in known]
+            if unknown:
+                raise MedsegInputError(path, f"fold {f} names cases the dataset does not hold: {unknown[:5]}")
+            both = set(split["train"]) & set(split["val"])
+            if both:
+                raise MedsegInputError(path, f"fold {f} has cases in both train and val: {sorted(both)[:5]}")
+        return splits
+    splits = make_splits(case_ids, folds, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(splits, indent=1))
+    os.replace(tmp, path)
+    return splits
+
+
+def parse_folds(folds: str | int | list[int] | None, available: int) -> list[int]:
+    """`all`, one fold, or a list -> fold numbers, each checked against the split."""
+    if folds is None:
+        return []
+    if folds == "all":
+        return list(range(available))
+    chosen = [int(folds)] if isinstance(folds, (int, str)) else [int(f) for f in folds]
+    bad = [f for f in chosen if not 0 <= f < available]
+    if bad:
+        raise ValueError(f"fold(s) {bad} do not exist: the split has folds 0..{available - 1}")
+    return chosen
+
+
+def train_folds(data: str | os.PathLike, root: str | os.PathLike, *, folds: str | list[int],
+                resume: bool = False, plan: str | os.PathLike | dict | bool | None = None,
+                memory_gb: float | None = None, finish: bool = True, n_folds: int = DEFAULT_FOLDS,
+                **options) -> Path:
+    """Train the given folds of DATA's split into ROOT/fold_K; returns ROOT.
+
+    The plan is computed once (for the per-fold budget) and kept in ROOT/plan.json, so folds
+    trained later, or on other machines, train the same configuration. `minutes` is the budget
+    of the whole call, shared equally between the folds it trains.
+    """
+    from .io.layout import describe_dataset
+    from .plan import apply_overrides, read_plan, write_plan
+    from .train import plan_overrides, resolve_plan, train_single
+
+    data, root = Path(data), Path(root)
+    pairs, _ = describe_dataset(data)
+    if len(pairs) < 2:
+        raise MedsegInputError(data, f"cross-validation needs at least 2 cases, the dataset has {len(pairs)}")
+    if len(pairs) < n_folds:  # a tiny dataset: one validation case per fold
+        print(f"{len(pairs)} cases: {len(pairs)}-fold cross-validation instead of {n_folds}-fold")
+        n_folds = len(pairs)
+    splits = load_or_create_splits(root, [p.case_id for p in pairs], n_folds, seed=int(options.get("seed", 0)))
+    chosen = parse_folds(folds, len(splits))
+    if not chosen:
+        raise ValueError("no fold to train")
+    per_fold = dict(options)
+    if per_fold.get("minutes"):
+        per_fold["minutes"] = float(per_fold["minutes"]) / len(chosen)
+    plan_path = root / "plan.json"
+    the_plan = None
+    if plan is not False and not resume:
+        if plan is None and plan_path.is_file():
+            the_plan = apply_overrides(read_plan(plan_path), plan_overrides(per_fold))
+        else:
+            the_plan = resolve_plan(data, None if plan is True else plan, per_fold, memory_gb)
+            if not plan_path.is_file():
+                write_plan(the_plan, plan_path)
+    for fold in chosen:
+        target = fold_dir(root, fold)
+        if not resume and (target / "run.json").is_file() and _finished(target):
+            print(f"fold {fold}: already trained in {target}; skipped (use --resume to extend it)")
+            continue
+        print(f"fold {fold}: {len(splits[fold]['train'])} training, {len(splits[fold]['val'])} validation cases")
+        train_single(data, target, {**per_fold, "fold": fold}, resume=resume,
+                     plan=the_plan if the_plan is not None else False, split=splits[fold], finish=finish)
+    if finish:
+        from .finish import finish_crossval
+        finish_crossval(root)
+    return root
+
+
+def _finished(run: Path) -> bool:
+    try:
+        return bool(json.loads((run / "run.json").read_text()).get("finished"))
+    except (OSError, json.JSONDecodeError):
+        return False
