@@ -74,6 +74,7 @@ def test_ensure_validation_predicts_and_evaluates_the_split(run2d, tmp_path):
     assert ensure_validation(run) == out and (out / "metrics.csv").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow  # a second tiny training run (3D); the 2D run covers the same code in the fast suite
 def test_ensure_validation_3d_keeps_geometry(run3d, tmp_path):
     import SimpleITK as sitk
 
@@ -124,6 +125,7 @@ def test_report_2d_has_every_section(run2d, report2d):
     _no_nan(html)
 
 
+@pytest.mark.slow
 def test_report_3d_slices_and_plan(run3d, tmp_path):
     from medseg.report.run_report import write_run_report
 

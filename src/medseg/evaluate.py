@@ -197,16 +197,36 @@ def _prediction_mapping(union: set[int], paths: list[Path], ref_mapping: LabelMa
     return infer_label_mapping((p, read_mask(p)) for p in paths)
 
 
-def _scan(order: list[str], refs: dict[str, Path], preds: dict[str, Path], mapping: LabelMapping | None):
+class _MaskCache:
+    """Masks read during the first pass, kept (up to `limit` bytes) so the second pass does not
+    decode them again: on small volumes (MSD Hippocampus) reading is a large part of the time."""
+
+    def __init__(self, limit: int = 512 * 2**20):
+        self.limit, self.used, self.arrays = limit, 0, {}
+
+    def read(self, path: Path) -> np.ndarray:
+        array = read_mask(path)
+        if self.used + array.nbytes <= self.limit:
+            self.arrays[path] = array
+            self.used += array.nbytes
+        return array
+
+    def take(self, path: Path) -> np.ndarray:
+        array = self.arrays.pop(path, None)
+        return read_mask(path) if array is None else array
+
+
+def _scan(order: list[str], refs: dict[str, Path], preds: dict[str, Path], mapping: LabelMapping | None,
+          cache: _MaskCache):
     """One pass over the masks: the references' mapping (unless given) and the predicted values."""
     union: set[int] = set()
 
     def ref_masks():
         bar = tqdm(order, desc="scanning masks", unit="case", disable=len(order) <= PROGRESS_MIN_CASES, leave=False)
         for stem in bar:
-            union.update(_values(read_mask(preds[stem])))
+            union.update(_values(cache.read(preds[stem])))
             if mapping is None:
-                yield refs[stem], read_mask(refs[stem])
+                yield refs[stem], cache.read(refs[stem])
 
     if mapping is None:
         mapping = infer_label_mapping(ref_masks())
@@ -304,7 +324,8 @@ def evaluate(
     # values -> classes
     if isinstance(mapping, dict):
         mapping = LabelMapping.from_dict(mapping)
-    ref_mapping, pred_values = _scan(order, refs, preds, mapping)
+    cache = _MaskCache()
+    ref_mapping, pred_values = _scan(order, refs, preds, mapping, cache)
     names = None
     if class_names is not None:
         names = ([class_names[k] for k in sorted(class_names)] if isinstance(class_names, Mapping)
@@ -326,8 +347,8 @@ def evaluate(
     spacings: set[tuple[float, ...]] = set()
     for stem in tqdm(order, desc="evaluating", unit="case", disable=len(order) <= PROGRESS_MIN_CASES, leave=False):
         ref_path, pred_path = refs[stem], preds[stem]
-        ref = ref_mapping.apply_checked(read_mask(ref_path), ref_path)
-        pred = pred_mapping.apply_checked(read_mask(pred_path), pred_path)
+        ref = ref_mapping.apply_checked(cache.take(ref_path), ref_path)
+        pred = pred_mapping.apply_checked(cache.take(pred_path), pred_path)
         if pred.shape != ref.shape:
             raise MedsegInputError(
                 pred_path, f"prediction size {'x'.join(map(str, pred.shape))} differs from the reference's "
@@ -371,7 +392,7 @@ def evaluate(
         "distance_unit": "mm" if (spacing is not None or dims == 3) else "px",
         "nsd_tolerance_mm": float(tolerance),
         "hd_percentile": float(percentile),
-        "volume_unit": "mL" if dims == 3 else ("mm^2" if spacing is not None else "mm^2 (pixels at spacing 1)"),
+        "volume_unit": "mL" if dims == 3 else ("mm²" if spacing is not None else "px"),
         "conventions": {
             "absent": "class in neither mask: Dice/IoU/precision/sensitivity/NSD/lesion F1 1, HD95/ASSD 0, RVD 0",
             "missed": "class only in the reference: Dice 0, NSD 0, HD95/ASSD = image diagonal in mm, RVD -1",

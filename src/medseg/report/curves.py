@@ -50,9 +50,13 @@ def plot_learning_curves(log_csv: Path, out_png: Path) -> Path:
 
     class_columns = [c for c in rows[0] if c.startswith(DICE_PREFIX) and c != DICE_PREFIX + "mean"]
     plotted = _plot_column(dice_ax, rows, epochs, DICE_PREFIX + "mean", "mean", color="black", linewidth=2.6)
-    for index, column in enumerate(class_columns, start=1):
-        colour = tuple(c / 255 for c in class_colour(index))  # same colour as the class in overlays
-        plotted |= _plot_column(dice_ax, rows, epochs, column, column[len(DICE_PREFIX):], color=colour, linewidth=1.2)
+    # the log has one column per class in class order, background (class 0) first
+    for index, column in enumerate(class_columns):
+        if index == 0:
+            style = {"color": "grey", "linewidth": 1.0, "linestyle": ":"}
+        else:  # same colour as the class in overlays
+            style = {"color": tuple(c / 255 for c in class_colour(index)), "linewidth": 1.2}
+        plotted |= _plot_column(dice_ax, rows, epochs, column, column[len(DICE_PREFIX):], **style)
     dice_ax.set(xlabel="epoch", ylabel="Dice", title="Validation Dice", ylim=(0.0, 1.02))
     if plotted:
         dice_ax.legend(frameon=False, loc="lower right")

@@ -49,7 +49,8 @@ def ensure_validation(run_dir: str | os.PathLike, *, device: str = "auto", check
     """RUN/validation with one predicted mask per validation case, metrics.csv and summary.json.
 
     Returns at once when metrics.csv and summary.json are already there (unless `overwrite`).
-    Otherwise predicts the run's validation split (run.json ``split.val``) from the dataset folder
+    When only they are missing but every mask is there, the masks are evaluated again without
+    predicting. Otherwise predicts the run's validation split (run.json ``split.val``) from the dataset folder
     recorded in run.json with the `checkpoint` weights, writes each mask as
     ``<case id><suffix>`` in the input's format and geometry (`medseg.predict.output_suffix`),
     and evaluates them with every metric (`medseg.evaluate.evaluate`, the run's label mapping and
@@ -89,15 +90,22 @@ def ensure_validation(run_dir: str | os.PathLike, *, device: str = "auto", check
                                      f"(found {len(label_dirs)} folder(s); e.g. {renamed[:1]})")
 
     start = time.perf_counter()
-    predictor = Predictor(run, checkpoint=checkpoint, device=device)
-    for stale in out.iterdir():  # masks of an earlier, interrupted attempt
-        if stale.is_file() and stale.name not in (VALIDATION_INFO,):
-            stale.unlink()
-    for pair in val_pairs:
-        item = InputCase(pair.case_id, pair.image_files)
-        case = read_input_case(item, predictor.in_channels)
-        write_mask(out / f"{pair.case_id}{output_suffix(item, None)}", predictor.segment(case), case.meta)
-    record["predict_s"] = round(time.perf_counter() - start, 2)
+    targets = {p.case_id: out / f"{p.case_id}{output_suffix(InputCase(p.case_id, p.image_files), None)}"
+               for p in val_pairs}
+    if overwrite or not all(t.is_file() for t in targets.values()):
+        predictor = Predictor(run, checkpoint=checkpoint, device=device)
+        for stale in out.iterdir():  # masks of an earlier, interrupted attempt
+            if stale.is_file() and stale.name not in (VALIDATION_INFO,):
+                stale.unlink()
+        for pair in val_pairs:
+            item = InputCase(pair.case_id, pair.image_files)
+            case = read_input_case(item, predictor.in_channels)
+            write_mask(targets[pair.case_id], predictor.segment(case), case.meta)
+        record["predict_s"] = round(time.perf_counter() - start, 2)
+    else:  # every mask is there (e.g. only the metrics were deleted): evaluate them again
+        previous = out / VALIDATION_INFO
+        if previous.is_file():
+            record["predict_s"] = json.loads(previous.read_text()).get("predict_s")
 
     start = time.perf_counter()
     tmp_csv, tmp_json = out / (METRICS_CSV + ".tmp"), out / (SUMMARY_JSON + ".tmp")
@@ -293,6 +301,8 @@ def _summary_section(evaluation: dict, class_names: list[str], n_cases: int) -> 
         if not any(metric in summary[k] for k in keys):
             continue
         label = title.replace("mm", dist_unit) + (f" ({unit})" if metric == "ref_volume" and unit else "")
+        if metric == "ref_volume" and unit == "px":
+            d = 0  # a pixel count
         cells = []
         for k in keys:
             st = summary[k].get(metric)
@@ -525,9 +535,9 @@ def _time_facts(info: dict, record: dict, report_s: float) -> dict:
         facts["training"] = (f"{info['elapsed_s'] / 60:.1f} min, {info.get('epochs_done', '?')} epochs, "
                              f"{info.get('iterations_done', '?')} iterations on {info.get('device', '?')} "
                              f"({info.get('precision', '?')})" + ("" if info.get("finished") else ", not finished"))
-    if "predict_s" in record:
+    if record.get("predict_s") is not None:
         facts["validation prediction"] = f"{record['predict_s']:.1f} s for {record.get('cases', '?')} cases"
-    if "evaluate_s" in record:
+    if record.get("evaluate_s") is not None:
         facts["evaluation (all metrics)"] = f"{record['evaluate_s']:.1f} s"
     facts["this report"] = f"{report_s:.1f} s"
     if info.get("best_val_dice_mean") is not None:
