@@ -106,6 +106,10 @@ def test_budget_shapes_the_plan(hippo_small):
     assert np.prod(cpu_short["patch_size"]) < np.prod(cpu_long["patch_size"])
     assert cpu_short["estimate"]["step_seconds"] < cpu_long["estimate"]["step_seconds"]
     assert gpu["features"][0] == 32 and gpu["epochs"] == 1000 and gpu["minutes"] is None
+    # cases that would not fit in memory at full resolution are resampled more coarsely
+    cramped = make_plan(fp, Budget("cpu", memory_gb=0.001, minutes=20))
+    assert min(cramped["target_spacing"]) > 1.2 and "memory budget" in cramped["reasons"]["target_spacing"]
+    assert cramped["estimate"]["dataset_memory_gb"] <= 0.001
     tiny_memory = make_plan(fp, Budget("cuda", memory_gb=0.05))
     assert tiny_memory["estimate"]["memory_gb"] <= gpu["estimate"]["memory_gb"]
     assert np.prod(tiny_memory["patch_size"]) < np.prod(gpu["patch_size"])

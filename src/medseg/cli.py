@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=["dice+ce", "dice", "dice-squared", "ce", "weighted-dice", "generalised-dice",
                                       "tversky", "focal", "dice+focal"],
                    help="training loss (default dice+ce; weighted-dice uses inverse class frequency)")
+    p.add_argument("--loss-option", dest="loss_option", action="append", default=[], metavar="KEY=VALUE",
+                   help="loss setting (JSON value), e.g. --loss-option alpha=0.3 --loss-option batch_dice=true; "
+                   "repeatable (README: Losses)")
+    p.add_argument("--deep-supervision", action="store_true", help="unet/resunet: also supervise the coarser "
+                   "decoder outputs (weights halving per scale)")
     p.add_argument("--batch-size", type=int, help="patches per step")
     p.add_argument("--patch-size", type=_int_tuple, help="training patch, e.g. 256x256 (default: from the data)")
     p.add_argument("--image-size", help="2D: longer side of the working grid: auto (default), native, or a number")
@@ -173,6 +178,20 @@ TRAIN_OPTIONS = ("epochs", "minutes", "val_fraction", "seed", "model", "features
                  "patch_size", "iterations_per_epoch", "lr", "precision", "device", "class_names")
 
 
+def _key_values(items: list[str], flag: str) -> list[tuple[str, object]]:
+    """KEY=VALUE strings -> (key, JSON value); a bare word stays a string (e.g. loss=dice)."""
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE, e.g. patch_size=[64,64,64]")
+        try:
+            out.append((key.strip(), json.loads(value)))
+        except json.JSONDecodeError:
+            out.append((key.strip(), value))
+    return out
+
+
 def _train_options(args: argparse.Namespace) -> dict:
     """CLI flags -> `medseg.train` keywords; flags left unset keep the library defaults."""
     options = {key: getattr(args, key) for key in TRAIN_OPTIONS if getattr(args, key) is not None}
@@ -187,14 +206,11 @@ def _train_options(args: argparse.Namespace) -> dict:
         options["crop_nonzero"] = False
     if args.no_cache:
         options["cache"] = False
-    for item in args.plan_set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. patch_size=[64,64,64]")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value  # a bare word, e.g. loss=dice
+    if args.deep_supervision:
+        options["deep_supervision"] = True
+    if args.loss_option:
+        options["loss_options"] = dict(_key_values(args.loss_option, "--loss-option"))
+    options.update(_key_values(args.plan_set, "--set"))
     if args.no_plan:
         options["plan"] = False
         if "epochs" not in options and "minutes" not in options and not args.resume:

@@ -40,6 +40,7 @@ def _time_step(model: nn.Module, sample: torch.Tensor, dtype: torch.dtype | None
     def step() -> None:
         with torch.autocast(sample.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = model(sample)
+        out = out[0] if isinstance(out, (list, tuple)) else out  # deep supervision: full resolution first
         out.float().mean().backward()
 
     step()

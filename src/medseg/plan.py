@@ -66,6 +66,7 @@ BASE_WIDTH = {"cpu": 16, "cuda": 32}
 MAX_WIDTH = {"cpu": 256, "cuda": 320}
 NATIVE_MAX_SIDE = 512             # 2D images up to this size keep their grid
 AUTO_IMAGE_SIZE = 160             # larger 2D images are resized to this longer side (BENCHMARKS.md, Kvasir)
+DATASET_MEMORY_SHARE = 0.5        # resampled cases are kept in RAM: at most this share of the memory budget
 ACTIVATIONS_PER_LEVEL = 15        # stored activation tensors per level and feature in a training step (estimate)
 
 # Documentation of every plan key; unknown keys in an edited plan are refused with this list.
@@ -220,6 +221,12 @@ def _target_spacing(fp: Fingerprint) -> tuple[list[float], str]:
     return spacing, f"median voxel size of the {len(fp.cases)} cases"
 
 
+def dataset_memory_gb(fp: Fingerprint, spacing: list[float]) -> float:
+    """RAM the resampled, cropped cases take while training (float32 channels + uint8 label)."""
+    shapes = fp.shapes(cropped=True) * fp.spacings() / np.asarray(spacing, dtype=float)
+    return float(np.prod(shapes, axis=1).sum() * (4 * len(fp.channel_names) + 1) / 2**30)
+
+
 def _step_seconds(gflops_forward: float, batch: int, budget: Budget) -> float:
     return batch * gflops_forward * TRAIN_FLOPS_FACTOR / budget.train_gflops() + STEP_OVERHEAD_S
 
@@ -247,6 +254,8 @@ def _fit_patch(start: list[float], spacing: list[float], fp: Fingerprint, batch_
             estimate = {"forward_gflops_per_patch": round(gflops, 2), "parameters": params,
                         "step_seconds": round(step, 3), "steps_in_budget": int(steps) if steps else None,
                         "memory_gb": round(memory, 2)}
+            if dims == 3:
+                estimate["dataset_memory_gb"] = round(dataset_memory_gb(fp, spacing), 2)
             return rounded, features, strides, kernels, batch, estimate
         physical = [patch[a] * spacing[a] for a in shrinkable]
         axis = shrinkable[int(np.argmax(physical))]
@@ -285,6 +294,12 @@ def make_plan(fp: Fingerprint, budget: Budget) -> dict:
 
     if dims == 3:
         spacing, why = _target_spacing(fp)
+        held = dataset_memory_gb(fp, spacing)
+        if held > DATASET_MEMORY_SHARE * budget.memory_gb:
+            factor = (held / (DATASET_MEMORY_SHARE * budget.memory_gb)) ** (1 / 3)
+            spacing = [s * factor for s in spacing]
+            why += (f"; coarsened x{factor:.2f} so the resampled cases ({held:.1f} GB at full resolution) fit in "
+                    f"{DATASET_MEMORY_SHARE:.0%} of the {budget.memory_gb:.0f} GB memory budget")
         plan["crop_nonzero"] = True
         reasons["crop_nonzero"] = (f"the non-zero box holds {fp.crop_fraction():.0%} of a median case; "
                                    "cropping costs nothing and skips empty space")

@@ -41,9 +41,9 @@ from .io.dataset import CasePair, natural_key, read_case, validate_dataset
 from .io.layout import DatasetInfo, describe_dataset
 from .io.labels import LabelMapping
 from .io.registry import read_image_header
-from .losses import make_loss
+from .losses import DeepSupervisionLoss, make_loss
 from .metrics import confusion, dice_from_confusion
-from .nets import axis_divisors, build_model, count_parameters
+from .nets import axis_divisors, build_model, count_parameters, model_divisor, select_options
 from .report.curves import plot_learning_curves
 
 # Working-grid defaults for 2D (README: "Resizing and padding policy").
@@ -84,6 +84,8 @@ class TrainConfig:
     overlap: float = 0.5
     workers: int = 2
     class_names: tuple[str, ...] | None = None    # names for classes 0..K-1 in logs and reports
+    deep_supervision: bool = False                # unet/resunet: logits at every decoder scale in training
+    loss_options: dict = field(default_factory=dict)  # make_loss options, e.g. {"alpha": 0.3, "beta": 0.7}
     strides: list | None = None                   # unet: per downsampling, factor per axis (plan)
     kernels: list | None = None                   # unet: per level, convolution size per axis (plan)
     normalization: list | None = None             # per channel {"scheme": ...}; None: from the data
@@ -340,22 +342,20 @@ class Trainer:
 
     # ---------------------------------------------------------------- model
     def model_options(self) -> dict:
+        """The settings this run's model takes (nets.select_options drops the others); img_size
+        (UNETR) once the patch is known."""
         cfg = self.config
-        if cfg.model in ("classic", "unet-classic"):
-            return {}
-        options = {"features": tuple(cfg.features), "norm": cfg.norm}
-        if cfg.model == "unet" and cfg.strides is not None:
-            options["strides"] = [list(s) for s in cfg.strides]
-            options["kernels"] = [list(k) for k in cfg.kernels] if cfg.kernels is not None else None
-        return options
+        return select_options(
+            cfg.model, features=tuple(cfg.features) if cfg.features else None, norm=cfg.norm,
+            strides=[list(s) for s in cfg.strides] if cfg.strides is not None else None,
+            kernels=[list(k) for k in cfg.kernels] if cfg.kernels is not None else None,
+            deep_supervision=cfg.deep_supervision, img_size=list(cfg.patch_size) if cfg.patch_size else None)
 
     def _prepare_model(self) -> None:
         cfg = self.config
         if cfg.features is None:
             cfg.features = FEATURES_3D if self.spatial_dims == 3 else FEATURES_2D
-        self.model = build_model(cfg.model, self.in_channels, self.num_classes, self.spatial_dims,
-                                 **self.model_options()).to(self.device, memory_format=memory_format(self.spatial_dims))
-        divisor = axis_divisors(self.model, self.spatial_dims)
+        divisor = axis_divisors(model_divisor(cfg.model, self.spatial_dims, **self.model_options()), self.spatial_dims)
         if cfg.patch_size is None:
             cfg.patch_size = choose_patch_size([tuple(x.shape[1:]) for x in self.train_images], max(divisor))
         if len(cfg.patch_size) != self.spatial_dims:
@@ -365,12 +365,15 @@ class Trainer:
             raise ValueError(f"patch size {cfg.patch_size} must be a multiple of {divisor} for this network")
         if cfg.batch_size is None:
             cfg.batch_size = choose_batch_size(cfg.patch_size)
+        self.model = build_model(cfg.model, self.in_channels, self.num_classes, self.spatial_dims,
+                                 **self.model_options()).to(self.device, memory_format=memory_format(self.spatial_dims))
         weights = None
         if cfg.loss == "weighted-dice":
             freq = self.class_voxels.double() / self.class_voxels.sum()
             inv = torch.where(freq > 0, 1 / freq.clamp_min(1e-12), torch.zeros_like(freq))
             weights = (inv / inv.sum()).tolist()
-        self.loss_fn = make_loss(cfg.loss, self.num_classes, class_weights=weights)
+        self.loss_fn = DeepSupervisionLoss(make_loss(cfg.loss, self.num_classes, class_weights=weights,
+                                                     **cfg.loss_options))
         self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sampler = PatchSampler(self.train_images, self.train_labels, cfg.patch_size, cfg.batch_size,
                                     cfg.augment, seed=cfg.seed)
