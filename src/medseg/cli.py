@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss-option", dest="loss_option", action="append", default=[], metavar="KEY=VALUE",
                    help="loss setting (JSON value), e.g. --loss-option alpha=0.3 --loss-option batch_dice=true; "
                    "repeatable (README: Losses)")
+    p.add_argument("--ignore-label", dest="ignore_label", type=float, metavar="VALUE",
+                   help="sparse labels: the mask value meaning 'not annotated' (e.g. 255); such voxels count in "
+                   "no loss and no metric (a dataset.json label named \"ignore\" sets it too)")
     p.add_argument("--deep-supervision", action="store_true", help="unet/resunet: also supervise the coarser "
                    "decoder outputs (weights halving per scale)")
     p.add_argument("--batch-size", type=int, help="patches per step")
@@ -137,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing", type=lambda t: tuple(float(v) for v in t.replace("x", ",").split(",")),
                    help="voxel size in mm (array axis order) for every case, instead of the files' headers")
     p.add_argument("--no-distances", action="store_true", help="skip HD95, ASSD and surface Dice (faster)")
+    p.add_argument("--ignore-label", dest="ignore_label", type=float, metavar="VALUE",
+                   help="reference value meaning 'not annotated' (sparse labels): such voxels count in no metric")
     p.add_argument("--no-lesions", action="store_true", help="skip lesion-wise detection")
 
     p = sub.add_parser("report", help="write the HTML report of a training run",
@@ -175,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 TRAIN_OPTIONS = ("epochs", "minutes", "val_fraction", "seed", "model", "features", "norm", "loss", "batch_size",
-                 "patch_size", "iterations_per_epoch", "lr", "precision", "device", "class_names")
+                 "patch_size", "iterations_per_epoch", "lr", "precision", "device", "class_names", "ignore_label")
 
 
 def _key_values(items: list[str], flag: str) -> list[tuple[str, object]]:
@@ -253,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                                   csv_path=args.csv or args.pred / "evaluation.csv",
                                   json_path=args.json or args.pred / "evaluation.json",
                                   tolerance=args.tolerance, spacing=args.spacing,
-                                  distances=not args.no_distances, lesions=not args.no_lesions)
+                                  distances=not args.no_distances, lesions=not args.no_lesions,
+                                  ignore_label=args.ignore_label)
             print(result.table())
             print(f"per-case rows: {args.csv or args.pred / 'evaluation.csv'}; summary: {args.json or args.pred / 'evaluation.json'}")
         elif args.command == "report":

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from medseg.errors import MedsegInputError
 from medseg.io.dataset import LABEL_DIR_NAMES, natural_key
-from medseg.io.labels import LabelMapping, infer_label_mapping
+from medseg.io.labels import IGNORE_INDEX, LabelMapping, infer_label_mapping
 from medseg.io.registry import case_stem, is_mask_file, read_image_header, read_mask
 
 __all__ = ["EvaluationResult", "evaluate", "default_class_names", "STATS", "STATUSES", "case_status"]
@@ -217,7 +217,7 @@ class _MaskCache:
 
 
 def _scan(order: list[str], refs: dict[str, Path], preds: dict[str, Path], mapping: LabelMapping | None,
-          cache: _MaskCache):
+          cache: _MaskCache, ignore: float | None = None):
     """One pass over the masks: the references' mapping (unless given) and the predicted values."""
     union: set[int] = set()
 
@@ -229,7 +229,7 @@ def _scan(order: list[str], refs: dict[str, Path], preds: dict[str, Path], mappi
                 yield refs[stem], cache.read(refs[stem])
 
     if mapping is None:
-        mapping = infer_label_mapping(ref_masks())
+        mapping = infer_label_mapping(ref_masks(), ignore=ignore)
     else:
         for _ in ref_masks():
             pass
@@ -279,6 +279,7 @@ def evaluate(
     percentile: float = 95.0,
     distances: bool = True,
     lesions: bool = True,
+    ignore_label: float | None = None,
 ) -> EvaluationResult:
     """Score every reference mask against the prediction with the same stem.
 
@@ -292,6 +293,8 @@ def evaluate(
                  or 1 (2D pictures).
     tolerance:   NSD tolerance in mm. percentile: of the surface distances (95: HD95).
     distances / lesions: switch off the surface-distance / lesion-wise metrics (faster).
+    ignore_label: reference value meaning "not annotated" (sparse labels; a run's mapping carries
+                 it): those voxels count in no metric (`medseg.metrics.case_metrics`).
     """
     from medseg.metrics import ALL_METRIC_NAMES, case_metrics  # imported here: metrics may grow heavy deps
 
@@ -324,8 +327,10 @@ def evaluate(
     # values -> classes
     if isinstance(mapping, dict):
         mapping = LabelMapping.from_dict(mapping)
+    if mapping is not None:
+        mapping = mapping.with_ignore(ignore_label)
     cache = _MaskCache()
-    ref_mapping, pred_values = _scan(order, refs, preds, mapping, cache)
+    ref_mapping, pred_values = _scan(order, refs, preds, mapping, cache, ignore_label)
     names = None
     if class_names is not None:
         names = ([class_names[k] for k in sorted(class_names)] if isinstance(class_names, Mapping)
@@ -353,14 +358,15 @@ def evaluate(
             raise MedsegInputError(
                 pred_path, f"prediction size {'x'.join(map(str, pred.shape))} differs from the reference's "
                            f"{'x'.join(map(str, ref.shape))} ({ref_path})")
-        for arr, path, role in ((ref, ref_path, "reference"), (pred, pred_path, "prediction")):
+        known = ref[ref != IGNORE_INDEX] if ref_mapping.ignore is not None else ref
+        for arr, path, role in ((known, ref_path, "reference"), (pred, pred_path, "prediction")):
             if arr.size and int(arr.max()) >= num_classes:
                 raise MedsegInputError(path, f"{role} holds class {int(arr.max())}, but num_classes={num_classes}")
         case_spacing = _case_spacing(spacing, ref_path, ref.ndim)
         spacings.add(case_spacing)
         scores = case_metrics(pred, ref, num_classes, case_spacing, tolerance=tolerance, percentile=percentile,
-                              distances=distances, lesions=lesions)
-        ref_counts = np.bincount(ref.ravel(), minlength=num_classes)
+                              distances=distances, lesions=lesions, ignore_index=ref_mapping.ignore_index)
+        ref_counts = np.bincount(known.ravel(), minlength=num_classes)
         pred_counts = np.bincount(pred.ravel(), minlength=num_classes)
         for k in sorted(scores):
             rows.append({"case": stem, "class": int(k), "class_name": names[k],

@@ -154,6 +154,7 @@ def relative_volume_difference(pred_volume: float, ref_volume: float) -> float:
 def case_metrics(
     pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing: Sequence[float] | None = None, *,
     tolerance: float = 1.0, percentile: float = 95.0, distances: bool = True, lesions: bool = True,
+    ignore_index: int | None = None,
 ) -> dict[int, dict[str, float]]:
     """Every metric of one case, ``{class: {metric: value}}`` (never NaN).
 
@@ -162,12 +163,20 @@ def case_metrics(
     lesion_f1/tp/fp/fn (``lesions``). spacing: voxel size in mm per axis (default 1).
     tolerance: NSD tolerance in mm.
 
+    ignore_index: reference voxels with this value ("not annotated", sparse labels) are left out of
+    the overlap metrics and volumes; for distances and lesions they take the prediction's class,
+    so they add no surface and no disagreement of their own.
+
     Distances are computed inside the bounding box of the class in both masks, found for all
     classes at once with `scipy.ndimage.find_objects` (one pass over each volume).
     """
-    conf = confusion(pred, ref, num_classes)
+    conf = confusion(pred, ref, num_classes, ignore_index)
     values = metrics_from_confusion(conf)
     pred, ref = _as_labels(pred, "pred"), _as_labels(ref, "ref")
+    if ignore_index is not None:
+        ignored = ref == ignore_index
+        if ignored.any():
+            ref = np.where(ignored, pred, ref)
     voxel = float(np.prod(as_spacing(spacing, pred.ndim)))
     unit = 1000.0 if pred.ndim == 3 else 1.0  # mm³ -> mL in 3D; mm² in 2D
     worst = worst_distance(pred.shape, spacing)

@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from .io.labels import IGNORE_INDEX
 from .metrics import confusion, dice_from_confusion
 
 POSTPROCESSING_FILE = "postprocessing.json"
@@ -51,10 +52,11 @@ def choose_postprocessing(cases: Iterable[tuple[np.ndarray, np.ndarray]], num_cl
     before: list[np.ndarray] = []
     after: list[np.ndarray] = []
     for pred, ref in cases:
-        before.append(dice_from_confusion(confusion(pred, ref, num_classes)))
+        before.append(dice_from_confusion(confusion(pred, ref, num_classes, IGNORE_INDEX)))
         row = np.zeros(num_classes)
+        known = ref != IGNORE_INDEX  # sparse labels: "not annotated" voxels count for nothing
         for k in range(1, num_classes):
-            row[k] = dice_from_confusion(confusion(largest_component(pred, k) == k, ref == k, 2))[1]
+            row[k] = dice_from_confusion(confusion((largest_component(pred, k) == k)[known], ref[known] == k, 2))[1]
         after.append(row)
     names = list(class_names or [f"class{k}" for k in range(num_classes)])
     chosen, evidence = [], []

@@ -90,6 +90,8 @@ class TrainConfig:
     kernels: list | None = None                   # unet: per level, convolution size per axis (plan)
     normalization: list | None = None             # per channel {"scheme": ...}; None: from the data
     fold: int | None = None                       # cross-validation fold this run trains (splits.json)
+    ignore_label: float | None = None             # stored mask value meaning "not annotated" (sparse labels);
+                                                  # a dataset.json label named "ignore" sets it too
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -273,7 +275,8 @@ class Trainer:
     def _prepare_data(self) -> None:
         cfg = self.config
         pairs, self.info = describe_dataset(self.data)
-        self.mapping = validate_dataset(pairs, self.info.label_mapping(), self.info.channels)
+        self.mapping = validate_dataset(pairs, self.info.label_mapping(), self.info.channels, ignore=cfg.ignore_label)
+        self.ignore_index = self.mapping.ignore_index  # IGNORE_INDEX or None: left out of loss and Dice
         if self.resume_state is not None:
             split = self.resume_state["split"]
             by_id = {p.case_id: p for p in pairs}
@@ -321,7 +324,7 @@ class Trainer:
         if cfg.augment.flip_axes == "auto":
             cfg.augment.flip_axes = choose_flip_axes(self.train_pairs, self.spatial_dims)
         self.class_voxels = torch.bincount(torch.cat([y.flatten().long() for y in self.train_labels]),
-                                           minlength=self.num_classes)
+                                           minlength=self.num_classes)[: self.num_classes]  # not the ignore value
 
     def _choose_preprocessor(self, pairs: list[CasePair]) -> Preprocessor:
         """2D: resize large images (image_size); 3D: crop to non-zero, resample to target spacing."""
@@ -373,7 +376,7 @@ class Trainer:
             inv = torch.where(freq > 0, 1 / freq.clamp_min(1e-12), torch.zeros_like(freq))
             weights = (inv / inv.sum()).tolist()
         self.loss_fn = DeepSupervisionLoss(make_loss(cfg.loss, self.num_classes, class_weights=weights,
-                                                     **cfg.loss_options))
+                                                     ignore_index=self.ignore_index, **cfg.loss_options))
         self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sampler = PatchSampler(self.train_images, self.train_labels, cfg.patch_size, cfg.batch_size,
                                     cfg.augment, seed=cfg.seed)
@@ -423,7 +426,7 @@ class Trainer:
             with torch.no_grad():
                 total_loss += float(self.loss_fn(torch.log(probs.clamp_min(1e-8))[None], target))
             pred = probs.argmax(0).numpy()
-            dices.append(dice_from_confusion(confusion(pred, label.numpy(), self.num_classes)))
+            dices.append(dice_from_confusion(confusion(pred, label.numpy(), self.num_classes, self.ignore_index)))
         self.model.train()
         dice = np.mean(dices, axis=0)
         row = {"val_loss": total_loss / len(self.val_images),
@@ -621,7 +624,7 @@ def resolve_plan(data: Path, plan: str | os.PathLike | dict | None, options: dic
         base = read_plan(plan)
     else:
         device = resolve_device(options.get("device", "auto")).type
-        fp, _, _ = compute_fingerprint(data, workers=options.get("workers", 2))
+        fp, _, _ = compute_fingerprint(data, workers=options.get("workers", 2), ignore=options.get("ignore_label"))
         base = make_plan(fp, Budget(device=device, memory_gb=memory_gb, minutes=options.get("minutes")))
     return apply_overrides(base, plan_overrides(options))
 

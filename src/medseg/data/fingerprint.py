@@ -22,7 +22,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from ..io.dataset import CasePair, read_case, validate_dataset
-from ..io.labels import LabelMapping
+from ..io.labels import IGNORE_INDEX, LabelMapping
 from ..io.layout import describe_dataset
 from .preprocess import crop_box
 
@@ -163,7 +163,7 @@ def _case_row(pair: CasePair, mapping: LabelMapping, channels: int | None, num_c
         sl = ndimage.find_objects((label == k).astype(np.uint8))[0]
         components.append(component_sizes(label[sl] == k)[:MAX_COMPONENTS_KEPT])
     rng = np.random.default_rng(seed)
-    foreground = label > 0
+    foreground = (label > 0) & (label != IGNORE_INDEX)  # class_voxels above stop at K-1: no ignore either
     if not foreground.any():
         foreground = np.ones_like(label, dtype=bool)
     samples = []
@@ -187,13 +187,15 @@ def intensity_statistics(samples: list[np.ndarray]) -> dict:
             "percentile_00_5": float(np.percentile(v, 0.5)), "percentile_99_5": float(np.percentile(v, 99.5))}
 
 
-def compute_fingerprint(data: str | Path, workers: int = 2, progress: bool = True) -> tuple[Fingerprint, list[CasePair], LabelMapping]:
+def compute_fingerprint(data: str | Path, workers: int = 2, progress: bool = True, ignore: float | None = None
+                        ) -> tuple[Fingerprint, list[CasePair], LabelMapping]:
     """Read every case of the dataset at DATA once and return its fingerprint (and the checked
-    case list and label mapping, so callers need not validate twice)."""
+    case list and label mapping, so callers need not validate twice). `ignore`: the stored
+    "not annotated" value (`LabelMapping.ignore`), never counted as a class."""
     start = time.perf_counter()
     data = Path(data)
     pairs, info = describe_dataset(data)
-    mapping = validate_dataset(pairs, info.label_mapping(), info.channels)
+    mapping = validate_dataset(pairs, info.label_mapping(), info.channels, ignore=ignore)
     k = mapping.num_classes
 
     def one(item: tuple[int, CasePair]):

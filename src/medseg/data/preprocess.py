@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..case import Case
+from ..io.labels import IGNORE_INDEX
 
 CT_SAMPLES_PER_CASE = 10000  # foreground voxels per case drawn for the CT statistics
 
@@ -58,13 +59,18 @@ def resize_image(image: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
 
 
 def resize_label(label: torch.Tensor, size: tuple[int, ...], num_classes: int | None = None) -> torch.Tensor:
-    """Resize an integer (*spatial) label map: one-hot linear interpolation, largest class wins."""
+    """Resize an integer (*spatial) label map: one-hot linear interpolation, largest class wins.
+
+    "Not annotated" voxels (IGNORE_INDEX) compete as one more map, so they stay ignored (and
+    never become background, which would teach the network a wrong label)."""
     if tuple(label.shape) == tuple(size):
         return label
-    k = int(label.max()) + 1 if num_classes is None else num_classes
+    ignored = bool((label == IGNORE_INDEX).any())
+    known = label[label != IGNORE_INDEX] if ignored else label
+    k = (int(known.max()) + 1 if known.numel() else 1) if num_classes is None else num_classes
     best = torch.full(tuple(size), -1.0)
     out = torch.zeros(tuple(size), dtype=label.dtype)
-    for c in range(k):
+    for c in list(range(k)) + ([IGNORE_INDEX] if ignored else []):
         score = resize_image((label == c)[None].float(), size)[0]
         better = score > best
         out[better] = c
@@ -91,7 +97,7 @@ def ct_statistics(images: list[torch.Tensor], labels: list[torch.Tensor], channe
     gen = torch.Generator().manual_seed(seed)
     samples = []
     for image, label in zip(images, labels):
-        values = image[channel][label > 0]
+        values = image[channel][(label > 0) & (label != IGNORE_INDEX)]
         if len(values) > CT_SAMPLES_PER_CASE:
             values = values[torch.randint(len(values), (CT_SAMPLES_PER_CASE,), generator=gen)]
         samples.append(values.float())

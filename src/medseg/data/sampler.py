@@ -14,14 +14,16 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from ..io.labels import IGNORE_INDEX
 from .augment import AugmentConfig, augment_intensity, sample_patch, spatial_transform
 
 MAX_FOREGROUND_POINTS = 20000
 
 
 def foreground_points(label: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Up to MAX_FOREGROUND_POINTS coordinates (N, dims) of voxels with a label > 0."""
-    points = torch.nonzero(label > 0)
+    """Up to MAX_FOREGROUND_POINTS coordinates (N, dims) of voxels with a class > 0 ("not
+    annotated" voxels, IGNORE_INDEX, are no foreground: centring on them teaches nothing)."""
+    points = torch.nonzero((label > 0) & (label != IGNORE_INDEX))
     if len(points) > MAX_FOREGROUND_POINTS:
         points = points[torch.randperm(len(points), generator=gen)[:MAX_FOREGROUND_POINTS]]
     return points

@@ -226,7 +226,7 @@ def _header(pair: CasePair, expected_channels: int | None) -> dict:
 
 
 def validate_dataset(pairs: Iterable[CasePair], mapping: LabelMapping | None = None,
-                     expected_channels: int | None = None) -> LabelMapping:
+                     expected_channels: int | None = None, ignore: float | None = None) -> LabelMapping:
     """Check a dataset before any training and decide its LabelMapping.
 
     Every image header and every mask is read once: unreadable or empty files, masks whose size
@@ -234,9 +234,12 @@ def validate_dataset(pairs: Iterable[CasePair], mapping: LabelMapping | None = N
     differs from `expected_channels` (e.g. a 4D file where one modality is declared), and mask
     values that fit no labelling rule (`medseg.io.labels`), or not the given `mapping`, raise one
     MedsegInputError listing every problem found (the first in full). Shows a progress bar for
-    more than `PROGRESS_MIN_FILES` cases.
+    more than `PROGRESS_MIN_FILES` cases. `ignore`: a stored value meaning "not annotated"
+    (`LabelMapping.ignore`), added to the given mapping or left out when inferring one.
     """
     pairs = list(pairs)
+    if mapping is not None:
+        mapping = mapping.with_ignore(ignore)
     if not pairs:
         raise MedsegInputError("(dataset)", "no cases to validate")
     problems: list[MedsegInputError] = []
@@ -276,7 +279,7 @@ def validate_dataset(pairs: Iterable[CasePair], mapping: LabelMapping | None = N
 
     try:
         if mapping is None:
-            mapping = infer_label_mapping(masks())
+            mapping = infer_label_mapping(masks(), ignore=ignore)
         else:
             for _ in masks():
                 pass

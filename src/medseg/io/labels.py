@@ -24,6 +24,12 @@ Measured on Kvasir-SEG (1000 JPEG masks): 19 distinct values (0..8 and 246..255)
 applies; the worst mask has 0.0 % of its pixels in 52..203 (at most 2.1 % are anything but 0 or
 255), far inside the 3 % allowance.
 
+**Not annotated** (sparse labels): a dataset may set aside one stored value (``ignore``; nnU-Net
+v2's convention is a label named "ignore" with the highest value, e.g. 255) for voxels nobody
+labelled. It is no class: the K classes are decided without it, and `apply` maps it to
+`IGNORE_INDEX` (255), which losses, the patch sampler, validation Dice and `medseg evaluate` leave
+out (README: "Sparse labels").
+
 `LabelMapping.apply_checked(raw, path)` turns a raw mask into uint8 class indices and refuses a
 mask holding a value the mapping does not know (e.g. 128 under a 0/255 "levels" mapping, 5 under
 an "index" mapping with 3 classes, or a mid-grey smear under "threshold").
@@ -48,6 +54,7 @@ __all__ = [
     "BAND_FRACTION",
     "MIN_BINARY_FRACTION",
     "NOT_A_LABEL_MASK",
+    "IGNORE_INDEX",
 ]
 
 MODES = ("index", "levels", "threshold")
@@ -55,6 +62,7 @@ MAX_INDEX = 31  # rule 1: values 0..31 are class indices
 MAX_LEVELS = 8  # rule 2: at most 8 distinct grey levels
 BAND_FRACTION = 0.2  # rule 3: "near an end" = within 20 % of the range from 0 or from the top
 MIN_BINARY_FRACTION = 0.97  # rule 3: share of pixels that must be near an end, in every mask
+IGNORE_INDEX = 255  # class-index value of "not annotated" voxels after `apply` (uint8; never a class)
 _RANGES = (255, 65535, 2**32 - 1)  # candidate value ranges for rule 3 (8, 16, 32 bit)
 
 NOT_A_LABEL_MASK = (
@@ -89,12 +97,14 @@ class LabelMapping:
     values:      the stored values, sorted, for "levels" (empty otherwise).
     threshold:   the cut for "threshold" (128 for 8-bit masks), else None.
     num_classes: K, background included.
+    ignore:      the stored value meaning "not annotated" (-> IGNORE_INDEX), or None.
     """
 
     mode: str
     values: list = field(default_factory=list)
     threshold: float | None = None
     num_classes: int = 2
+    ignore: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -112,6 +122,19 @@ class LabelMapping:
         if int(self.num_classes) < 1 or int(self.num_classes) > 255:
             raise ValueError(f"num_classes must be in 1..255, got {self.num_classes}")
         self.num_classes = int(self.num_classes)
+        if self.ignore is not None:
+            self.ignore = _native(self.ignore)
+            if self.num_classes > IGNORE_INDEX - 1:
+                raise ValueError(f"with an ignore value at most {IGNORE_INDEX - 1} classes, got {self.num_classes}")
+            if self.mode == "index" and 0 <= self.ignore < self.num_classes:
+                raise ValueError(f"ignore value {self.ignore} is also class {self.ignore} of 0..{self.num_classes - 1}")
+            if self.mode == "levels" and self.ignore in self.values:
+                raise ValueError(f"ignore value {self.ignore} is also one of the grey levels {self.values}")
+
+    @property
+    def ignore_index(self) -> int | None:
+        """IGNORE_INDEX when the dataset has a "not annotated" value, else None (for losses, metrics)."""
+        return IGNORE_INDEX if self.ignore is not None else None
 
     # --------------------------------------------------------------------------------- use
 
@@ -126,6 +149,16 @@ class LabelMapping:
             raw = raw.astype(np.uint8)
         if raw.size == 0:
             return np.zeros(raw.shape, np.uint8)
+        if self.ignore is not None:
+            ignored = raw == self.ignore
+            if ignored.any():
+                filler = self.values[0] if self.mode == "levels" else 0  # any known value; overwritten below
+                out = self._apply_known(np.where(ignored, np.asarray(filler).astype(raw.dtype), raw), path)
+                out[ignored] = IGNORE_INDEX
+                return out
+        return self._apply_known(raw, path)
+
+    def _apply_known(self, raw: np.ndarray, path) -> np.ndarray:
         if self.mode == "index":
             return self._apply_index(raw, path)
         if self.mode == "levels":
@@ -184,21 +217,32 @@ class LabelMapping:
     # --------------------------------------------------------------------------------- storage
 
     def to_dict(self) -> dict:
-        return {"mode": self.mode, "values": list(self.values), "threshold": self.threshold,
-                "num_classes": self.num_classes}
+        d = {"mode": self.mode, "values": list(self.values), "threshold": self.threshold,
+             "num_classes": self.num_classes}
+        if self.ignore is not None:  # only when set: older runs' dicts (and cache keys) stay as they were
+            d["ignore"] = self.ignore
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "LabelMapping":
         return cls(mode=d["mode"], values=list(d.get("values") or []), threshold=d.get("threshold"),
-                   num_classes=int(d.get("num_classes", 2)))
+                   num_classes=int(d.get("num_classes", 2)), ignore=d.get("ignore"))
+
+    def with_ignore(self, ignore: float | None) -> "LabelMapping":
+        """The same mapping with `ignore` as its "not annotated" value (None: unchanged)."""
+        if ignore is None or ignore == self.ignore:
+            return self
+        return LabelMapping(self.mode, list(self.values), self.threshold, self.num_classes, ignore)
 
     def describe(self) -> str:
         """One line for logs and reports, e.g. ``levels: 0->0, 255->1``."""
         if self.mode == "index":
-            return f"index: stored values are class indices 0..{self.num_classes - 1}"
-        if self.mode == "levels":
-            return "levels: " + ", ".join(f"{v}->{i}" for i, v in enumerate(self.values))
-        return f"threshold: value >= {self.threshold} -> 1, else 0"
+            text = f"index: stored values are class indices 0..{self.num_classes - 1}"
+        elif self.mode == "levels":
+            text = "levels: " + ", ".join(f"{v}->{i}" for i, v in enumerate(self.values))
+        else:
+            text = f"threshold: value >= {self.threshold} -> 1, else 0"
+        return text + (f"; {self.ignore} = not annotated (ignored)" if self.ignore is not None else "")
 
 
 # ------------------------------------------------------------------------------------- inference
@@ -228,9 +272,10 @@ def _histogram(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(raw, return_counts=True)
 
 
-def infer_label_mapping(masks: Iterable[tuple[Path, np.ndarray]]) -> LabelMapping:
+def infer_label_mapping(masks: Iterable[tuple[Path, np.ndarray]], ignore: float | None = None) -> LabelMapping:
     """Decide the dataset's LabelMapping from all its masks (see the module docstring for the rule).
 
+    `ignore`: a stored value meaning "not annotated": left out of the rule, kept in the mapping.
     `masks` yields ``(path, raw mask)``; it is consumed once, so a generator that reads each file
     as it goes keeps memory flat. Raises MedsegInputError naming the offending file when the
     values fit none of the three rules.
@@ -249,6 +294,11 @@ def infer_label_mapping(masks: Iterable[tuple[Path, np.ndarray]]) -> LabelMappin
         if np.issubdtype(raw.dtype, np.floating) and not np.all(np.isfinite(raw)):
             raise MedsegInputError(path, f"{NOT_A_LABEL_MASK}; it holds NaN or infinite values")
         values, counts = _histogram(raw)
+        if ignore is not None:
+            keep = values != ignore
+            values, counts = values[keep], counts[keep]
+            if values.size == 0:
+                continue
         if first_fraction is None and np.issubdtype(values.dtype, np.floating) and not np.array_equal(values, np.round(values)):
             first_fraction = path
         if first_negative is None and values[0] < 0:
@@ -261,13 +311,13 @@ def infer_label_mapping(masks: Iterable[tuple[Path, np.ndarray]]) -> LabelMappin
     integer = first_fraction is None
     # 1. class indices
     if integer and union[0] >= 0 and union[-1] <= MAX_INDEX:
-        return LabelMapping("index", num_classes=max(int(union[-1]) + 1, 2))
+        return LabelMapping("index", num_classes=max(int(union[-1]) + 1, 2), ignore=ignore)
     # 2. a few grey levels
     if union.size <= MAX_LEVELS:
         values = [_native(v) for v in union]
         if len(values) == 1:
             values = sorted({0, values[0]})
-        return LabelMapping("levels", values=values)
+        return LabelMapping("levels", values=values, ignore=ignore)
     # 3. a lossy-compressed binary mask, or not a label mask at all
     n = union.size
     if first_fraction is not None:
@@ -296,4 +346,4 @@ def infer_label_mapping(masks: Iterable[tuple[Path, np.ndarray]]) -> LabelMappin
             f"none near {range_max} as a compressed binary mask would have (more than "
             f"{MAX_INDEX + 1} classes, or an instance map?)",
         )
-    return LabelMapping("threshold", threshold=(range_max + 1) // 2)
+    return LabelMapping("threshold", threshold=(range_max + 1) // 2, ignore=ignore)

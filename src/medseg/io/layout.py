@@ -44,6 +44,7 @@ class DatasetInfo:
     class_names: list[str] | None = None       # names of classes 0..K-1 (background first)
     num_classes: int | None = None             # K from the description, None: from the masks
     file_ending: str | None = None             # nnU-Net's file_ending (".nii.gz")
+    ignore_label: int | None = None            # stored value of a label named "ignore" (not annotated)
 
     @property
     def channels(self) -> int | None:
@@ -51,7 +52,7 @@ class DatasetInfo:
 
     def label_mapping(self) -> LabelMapping | None:
         """Declared datasets store class indices; folders are decided from the masks."""
-        return LabelMapping("index", num_classes=self.num_classes) if self.num_classes else None
+        return LabelMapping("index", num_classes=self.num_classes, ignore=self.ignore_label) if self.num_classes else None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +91,24 @@ def _missing(path: Path, files: list[Path]) -> MedsegInputError:
     return MedsegInputError(path, f"names {len(files)} file(s) that do not exist: {names}{more}")
 
 
+def _split_ignore(labels: dict, path: Path) -> tuple[dict, int | None]:
+    """{name: value} without the label named "ignore" (nnU-Net v2: "not annotated", the highest
+    value), and that value (None if there is none)."""
+    names = [k for k in labels if str(k).strip().lower() == "ignore"]
+    if not names:
+        return labels, None
+    value = labels[names[0]]
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        raise MedsegInputError(path, f'the "ignore" label needs one integer value, got {value!r}') from None
+    rest = {k: v for k, v in labels.items() if k != names[0]}
+    if any(int(v) >= value for v in rest.values()):
+        raise MedsegInputError(path, f'the "ignore" label ({value}) must have the highest value, above every class '
+                               f"(nnU-Net v2's convention); classes: {rest}")
+    return rest, value
+
+
 def _msd(root: Path, path: Path, desc: dict) -> tuple[list[CasePair], DatasetInfo]:
     modality = desc.get("modality")
     if not isinstance(modality, dict) or not modality:
@@ -98,7 +117,8 @@ def _msd(root: Path, path: Path, desc: dict) -> tuple[list[CasePair], DatasetInf
     labels = desc.get("labels")
     if not isinstance(labels, dict) or not labels:
         raise MedsegInputError(path, 'dataset.json needs a "labels" object, e.g. {"0": "background", "1": "tumour"}')
-    classes = _ordered_names(labels, path, "labels")
+    by_name, ignore = _split_ignore({name: value for value, name in labels.items()}, path)
+    classes = _ordered_names({value: name for name, value in by_name.items()}, path, "labels")
     training = desc.get("training")
     if not isinstance(training, list) or not training:
         raise MedsegInputError(path, 'MSD dataset.json needs a non-empty "training" list of {"image": ..., "label": ...}')
@@ -116,7 +136,7 @@ def _msd(root: Path, path: Path, desc: dict) -> tuple[list[CasePair], DatasetInf
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise MedsegInputError(path, f"several training entries share a case name: {dup[:_LIST_LIMIT]}")
     pairs.sort(key=lambda p: natural_key(p.case_id))
-    return pairs, DatasetInfo("msd", channels, classes, len(classes))
+    return pairs, DatasetInfo("msd", channels, classes, len(classes), ignore_label=ignore)
 
 
 def _nnunet(root: Path, path: Path, desc: dict) -> tuple[list[CasePair], DatasetInfo]:
@@ -128,6 +148,7 @@ def _nnunet(root: Path, path: Path, desc: dict) -> tuple[list[CasePair], Dataset
         raise MedsegInputError(path, 'dataset.json needs a "labels" object, e.g. {"background": 0, "tumour": 1}')
     if any(not isinstance(v, int) for v in labels.values()):
         raise MedsegInputError(path, "region-based labels (lists of values) are not supported; give each label one integer")
+    labels, ignore = _split_ignore(labels, path)
     classes = _ordered_names({str(v): k for k, v in labels.items()}, path, "labels")
     ending = desc.get("file_ending")
     if not isinstance(ending, str) or not ending.startswith("."):
