@@ -23,11 +23,19 @@ CLASS_NAMES = ("background", "organ", "lesion")
 MARKER = ".medseg_phantoms"
 
 
-def make_phantom(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+LESION_KINDS = ("mixed", "small")
+
+
+def make_phantom(rng: np.random.Generator, shape: tuple[int, ...], lesions: str = "mixed"
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """One phantom: (image float32 (*shape), label uint8 (*shape) with 0 background, 1 organ, 2 lesion).
 
+    lesions: "mixed" (0-3 lesions, about a third of them tiny) or "small" (2-6 lesions of a few
+    dozen pixels each in 2D: a small-target task where losses and metrics differ most).
     Draws only from `rng`, so the same generator state gives the same phantom.
     """
+    if lesions not in LESION_KINDS:
+        raise ValueError(f"lesions must be one of {LESION_KINDS}, got {lesions!r}")
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or min(shape) < 16:
         raise ValueError(f"phantom shape needs >= 2 axes of >= 16 pixels, got {shape}")
@@ -36,7 +44,7 @@ def make_phantom(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.n
     body_depth = ndimage.distance_transform_edt(body)
     rim_width = max(1.5, 0.035 * min(shape))
     organ = _organ(rng, grid, body_depth > rim_width + 0.05 * min(shape))
-    lesions = _lesions(rng, organ)
+    lesions = _small_lesions(rng, organ) if lesions == "small" else _lesions(rng, organ)
 
     label = np.zeros(shape, np.uint8)
     label[organ] = ORGAN
@@ -45,9 +53,12 @@ def make_phantom(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.n
     return image, label
 
 
-def write_phantom_dataset(out_dir: Path, n_cases: int, shape: tuple[int, int] = (128, 128), seed: int = 0) -> Path:
+def write_phantom_dataset(out_dir: Path, n_cases: int, shape: tuple[int, int] = (128, 128), seed: int = 0,
+                          lesions: str = "mixed", first_case: int = 0) -> Path:
     """Write `n_cases` 2D phantoms as `images/case_NNN.png` (8-bit grey) and `labels/case_NNN.png` (0/1/2).
 
+    lesions: as `make_phantom` ("small": the small-lesion set of benchmarks/loss_study.py).
+    first_case: number of the first case, so a held-out set from the same seed holds other cases.
     Deterministic per seed (case i uses seed (seed, i), so adding cases keeps the earlier ones).
     Refuses to write into a non-empty folder it did not make, so it never mixes with user data.
     """
@@ -62,17 +73,17 @@ def write_phantom_dataset(out_dir: Path, n_cases: int, shape: tuple[int, int] = 
     images_dir, labels_dir = out_dir / "images", out_dir / "labels"
     images_dir.mkdir(parents=True, exist_ok=True)
     labels_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MARKER).write_text(f"seed={seed} n_cases={n_cases} shape={tuple(shape)}\n")
+    (out_dir / MARKER).write_text(f"seed={seed} n_cases={n_cases} shape={tuple(shape)} lesions={lesions}\n")
     for old in [*images_dir.glob("case_*.png"), *labels_dir.glob("case_*.png")]:
         old.unlink()  # our own earlier output: a smaller n_cases must not leave stale cases behind
 
-    for i in range(n_cases):
-        image, label = make_phantom(np.random.default_rng((seed, i)), shape)
+    for i in range(first_case, first_case + n_cases):
+        image, label = make_phantom(np.random.default_rng((seed, i)), shape, lesions)
         Image.fromarray(to_uint8(image)).save(images_dir / f"case_{i:03d}.png")
         Image.fromarray(label).save(labels_dir / f"case_{i:03d}.png")
     (out_dir / "README.txt").write_text(
         "Synthetic phantoms made by medseg.data.synthetic.write_phantom_dataset "
-        f"(seed {seed}, {n_cases} cases, {shape[0]}x{shape[1]} pixels).\n"
+        f"(seed {seed}, {n_cases} cases, {shape[0]}x{shape[1]} pixels, {lesions} lesions).\n"
         "images/case_NNN.png: 8-bit grey scan-like image.\n"
         "labels/case_NNN.png: class index per pixel: 0 background, 1 organ, 2 lesion (inside the organ).\n"
         "Not real patient data: for demos and tests only.\n"
@@ -174,6 +185,24 @@ def _lesions(rng: np.random.Generator, organ: np.ndarray) -> np.ndarray:
         candidates = np.argwhere(depth > radius + 2.0)
         if len(candidates) == 0:
             continue
+        centre = candidates[rng.integers(len(candidates))]
+        radii = radius * rng.uniform(0.8, 1.2, organ.ndim)
+        lesions |= sum(((i - c) / r) ** 2 for i, c, r in zip(index, centre, radii)) <= 1.0
+    return lesions & organ
+
+
+def _small_lesions(rng: np.random.Generator, organ: np.ndarray) -> np.ndarray:
+    """2-6 round lesions of radius 2.5-4 pixels (about 20-50 pixels each in 2D) inside the organ,
+    apart from each other, so each stays one connected lesion for lesion-wise F1."""
+    lesions = np.zeros(organ.shape, bool)
+    depth = ndimage.distance_transform_edt(organ)
+    index = np.indices(organ.shape, sparse=True)
+    for _ in range(int(rng.integers(2, 7))):
+        radius = rng.uniform(2.5, 4.0)
+        room = ndimage.distance_transform_edt(~lesions) if lesions.any() else np.full(organ.shape, np.inf)
+        candidates = np.argwhere((depth > radius + 2.0) & (room > 2 * radius + 3.0))
+        if len(candidates) == 0:
+            break
         centre = candidates[rng.integers(len(candidates))]
         radii = radius * rng.uniform(0.8, 1.2, organ.ndim)
         lesions |= sum(((i - c) / r) ** 2 for i, c, r in zip(index, centre, radii)) <= 1.0

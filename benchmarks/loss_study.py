@@ -1,0 +1,179 @@
+"""Which loss for a small target? Every loss of `medseg.losses.LOSSES`, same seed and budget, on
+two small-target tasks, scored on held-out cases with `medseg.evaluate`.
+
+Tasks
+* synthetic: 2D phantoms with small lesions (`write_phantom_dataset(..., lesions="small")`:
+  2-6 lesions of about 20-50 pixels per 128x128 image, inside an "organ"); 60 training cases,
+  40 held-out cases (other seeds of the same generator). Scored class: lesion.
+* brats: BraTS 2013 enhancing tumour (label 4) as a binary task, FLAIR + T1c channels, from
+  `medseg convert brats` output: the 4 train/validation cases train (one of them validates),
+  the 2 test cases (imagesTs/labelsTs) are held out. Scored class: enhancing.
+
+Each loss trains with `medseg.train(data, run, minutes=M, loss=NAME, seed=0, plan=PLAN)`, PLAN
+made once per task by `medseg.plan` for that budget, so every loss trains the same network on the
+same patches. One exception, stated in the results: for BraTS the plan's short-budget CPU choice
+(1 mm grid, a 20x24x24 patch, so validation alone needs ~10,000 windows) is replaced by a 2 mm grid
+and a 32x48x48 patch (`BRATS_OVERRIDES`). Scored with Dice, lesion-wise F1 and HD95 of the small class (mean over the
+held-out cases; HD95 in px for the 2D task, mm for BraTS; an empty prediction scores the image
+diagonal). Results are written after every loss, so an interrupted study resumes where it stopped.
+
+    python benchmarks/loss_study.py --brats ../shared/data/brats2013-6 \
+        [--synthetic-minutes 1.5] [--brats-minutes 2.5] [--tasks synthetic,brats] [--losses dice,ce]
+Writes benchmarks/results/loss_study.json and prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+import medseg
+from medseg.data.synthetic import write_phantom_dataset
+from medseg.io.convert import convert_brats
+from medseg.losses import LOSSES
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "loss_study.json"
+ENHANCING = 4
+BRATS_OVERRIDES = {"target_spacing": [2.0, 2.0, 2.0], "patch_size": [32, 48, 48]}
+
+
+def synthetic_task(work: Path) -> dict:
+    """Train and held-out phantoms with small lesions (class 2)."""
+    train, test = work / "synthetic" / "train", work / "synthetic" / "test"
+    if not (train / "labels").is_dir():
+        write_phantom_dataset(train, 60, (128, 128), seed=7, lesions="small")
+        write_phantom_dataset(test, 40, (128, 128), seed=7, lesions="small", first_case=1000)
+    return {"data": train, "images": test / "images", "labels": test / "labels", "class": 2,
+            "class_name": "lesion", "distance_unit": "px"}
+
+
+def _binary_label(src: Path, dst: Path, value: int) -> None:
+    """dst: 1 where src == value, else 0, on src's grid."""
+    image = sitk.ReadImage(str(src))
+    out = sitk.GetImageFromArray((sitk.GetArrayFromImage(image) == value).astype(np.uint8))
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(dst))
+
+
+def brats_task(work: Path, source: Path) -> dict:
+    """Enhancing tumour vs everything else, nnU-Net layout; held out: the converter's imagesTs."""
+    converted = source if (source / "dataset.json").is_file() else work / "brats-converted"
+    if converted != source and not (converted / "dataset.json").is_file():
+        convert_brats(source, converted)
+    data, test_labels = work / "brats-enhancing", work / "brats-enhancing-test" / "labelsTs"
+    if not (data / "dataset.json").is_file():
+        (data / "labelsTr").mkdir(parents=True, exist_ok=True)
+        test_labels.mkdir(parents=True, exist_ok=True)
+        (data / "imagesTr").symlink_to((converted / "imagesTr").resolve())
+        for label in sorted((converted / "labelsTr").glob("*.nii.gz")):
+            _binary_label(label, data / "labelsTr" / label.name, ENHANCING)
+        for label in sorted((converted / "labelsTs").glob("*.nii.gz")):
+            _binary_label(label, test_labels / label.name, ENHANCING)
+        desc = json.loads((converted / "dataset.json").read_text())
+        desc["labels"] = {"background": 0, "enhancing": 1}
+        desc["description"] = f"BraTS 2013 enhancing tumour (label {ENHANCING}) only, from {converted}"
+        (data / "dataset.json").write_text(json.dumps(desc, indent=2))
+    return {"data": data, "images": converted / "imagesTs", "labels": test_labels, "class": 1,
+            "class_name": "enhancing", "distance_unit": "mm", "overrides": BRATS_OVERRIDES}
+
+
+def task_plan(task: dict, minutes: float) -> dict:
+    """The plan for this task and budget (with the task's overrides), shared by every loss."""
+    from medseg.plan import Budget, apply_overrides, plan_dataset
+
+    plan = plan_dataset(task["data"], Budget(device="cpu", minutes=minutes), progress=False)
+    return apply_overrides(plan, task.get("overrides", {}))
+
+
+def run_one(task: dict, loss: str, minutes: float, work: Path, plan: dict) -> dict:
+    """Train one loss, predict the held-out images, evaluate the small class."""
+    run, pred = work / "runs" / loss, work / "pred" / loss
+    for folder in (run, pred):
+        if folder.exists():
+            shutil.rmtree(folder)
+    start = time.perf_counter()
+    medseg.train(task["data"], run, minutes=minutes, loss=loss, seed=0, device="cpu", finish=False, plan=plan)
+    trained = time.perf_counter() - start
+    medseg.predict(run, task["images"], pred, device="cpu", overlays=False)
+    result = medseg.evaluate(pred, task["labels"], json_path=pred / "evaluation.json", csv_path=pred / "evaluation.csv")
+    summary = result.summary[task["class"]]
+    info = json.loads((run / "run.json").read_text())
+    return {
+        "dice": round(summary["dice"]["mean"], 4),
+        "lesion_f1": round(summary["lesion_f1"]["mean"], 4),
+        "hd95": round(summary["hd95"]["mean"], 2),
+        "dice_per_case": [round(r["dice"], 4) for r in result.rows if r["class"] == task["class"]],
+        "cases": summary["cases"],
+        "steps": info["iterations_done"],
+        "train_s": round(trained, 1),
+        "best_val_dice": info["best_val_dice_mean"],
+    }
+
+
+def markdown(results: dict) -> str:
+    """One table per task: loss, Dice, lesion F1, HD95, steps."""
+    out = []
+    for task, entry in results["tasks"].items():
+        unit = entry["distance_unit"]
+        out += [f"**{task}** ({entry['class_name']}, {entry['minutes']:g} min per loss, "
+                f"{entry['test_cases']} held-out cases)", "",
+                f"| loss | Dice | lesion F1 | HD95 ({unit}) | steps |", "|---|---:|---:|---:|---:|"]
+        rows = sorted(entry["losses"].items(), key=lambda kv: -kv[1]["dice"])
+        for name, r in rows:
+            out.append(f"| `{name}` | {r['dice']:.3f} | {r['lesion_f1']:.3f} | {r['hd95']:.1f} | {r['steps']} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--brats", type=Path, default=ROOT.parent / "shared" / "data" / "brats2013-6",
+                        help="BraTS 2013 folders, or a `medseg convert brats` output")
+    parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "medseg-loss-study")
+    parser.add_argument("--synthetic-minutes", type=float, default=1.5)
+    parser.add_argument("--brats-minutes", type=float, default=2.5)
+    parser.add_argument("--tasks", default="synthetic,brats")
+    parser.add_argument("--losses", default=",".join(LOSSES))
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--fresh", action="store_true", help="ignore earlier results in --results")
+    args = parser.parse_args()
+
+    results = json.loads(args.results.read_text()) if args.results.is_file() and not args.fresh else {}
+    results.update({"protocol": __doc__.split("\n\n")[0].replace("\n", " "), "seed": 0,
+                    "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                               f"torch {torch.__version__}, {torch.get_num_threads()} threads"})
+    results.setdefault("tasks", {})
+    for task_name in args.tasks.split(","):
+        minutes = args.synthetic_minutes if task_name == "synthetic" else args.brats_minutes
+        task = synthetic_task(args.work) if task_name == "synthetic" else brats_task(args.work, args.brats)
+        entry = results["tasks"].setdefault(task_name, {"losses": {}})
+        if entry.get("minutes") not in (None, minutes):
+            entry["losses"] = {}  # another budget: earlier figures are not comparable
+        entry.update({"class_name": task["class_name"], "minutes": minutes, "distance_unit": task["distance_unit"],
+                      "test_cases": len(list(Path(task["labels"]).iterdir())),
+                      "overrides": task.get("overrides", {})})
+        plan = None
+        for loss in args.losses.split(","):
+            if loss in entry["losses"]:
+                continue
+            print(f"== {task_name}: {loss} ({minutes:g} min)", flush=True)
+            plan = plan or task_plan(task, minutes)
+            entry["plan"] = {k: plan.get(k) for k in ("patch_size", "batch_size", "target_spacing", "features")}
+            entry["losses"][loss] = run_one(task, loss, minutes, args.work / task_name, plan)
+            print(json.dumps(entry["losses"][loss]), flush=True)
+            args.results.parent.mkdir(parents=True, exist_ok=True)
+            args.results.write_text(json.dumps(results, indent=2))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
