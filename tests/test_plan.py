@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 import medseg
 from medseg.cli import main
@@ -145,6 +146,15 @@ def test_three_case_dataset_plans_trains_and_cross_validates(tmp_path):
     assert (root / "postprocessing.json").is_file() and (root / "crossval.json").is_file()
     written = medseg.predict(root, data / "imagesTr", tmp_path / "pred", overlays=False)
     assert len(written) == 3
+    # the ensemble's probabilities are the mean of its folds'
+    from medseg.io.layout import InputCase
+    from medseg.predict import Predictor, read_input_case
+
+    case = read_input_case(InputCase("case_000", (data / "imagesTr" / "case_000_0000.nii.gz",)), 1)
+    ensemble = Predictor(root).probabilities(case)
+    members = [Predictor(root / f"fold_{k}").probabilities(case) for k in range(3)]
+    assert torch.allclose(ensemble, sum(members) / 3, atol=1e-6)
+    assert torch.allclose(Predictor(root, folds=[1]).probabilities(case), members[1], atol=1e-6)
 
 
 def test_class_absent_from_some_cases(tmp_path):
