@@ -9,16 +9,19 @@ Tasks
   `medseg convert brats` output: the 4 train/validation cases train (one of them validates),
   the 2 test cases (imagesTs/labelsTs) are held out. Scored class: enhancing.
 
-Each loss trains with `medseg.train(data, run, minutes=M, loss=NAME, seed=0, plan=PLAN)`, PLAN
-made once per task by `medseg.plan` for that budget, so every loss trains the same network on the
-same patches. One exception, stated in the results: for BraTS the plan's short-budget CPU choice
+Each loss trains with `medseg.train(data, run, loss=NAME, seed=0, plan=PLAN, epochs=E,
+iterations_per_epoch=I)`: PLAN is made once per task by `medseg.plan` for a budget of M CPU minutes,
+so every loss trains the same network on the same patches, and every loss gets the same number of
+steps (E x I; validation and the best checkpoint after each epoch). A step budget rather than a
+clock: on a shared machine the step rate varied by 1.6x between losses in the same minutes. One exception, stated in the results: for BraTS the plan's short-budget CPU choice
 (1 mm grid, a 20x24x24 patch, so validation alone needs ~10,000 windows) is replaced by a 2 mm grid
 and a 32x48x48 patch (`BRATS_OVERRIDES`). Scored with Dice, lesion-wise F1 and HD95 of the small class (mean over the
 held-out cases; HD95 in px for the 2D task, mm for BraTS; an empty prediction scores the image
 diagonal). Results are written after every loss, so an interrupted study resumes where it stopped.
 
     python benchmarks/loss_study.py --brats ../shared/data/brats2013-6 \
-        [--synthetic-minutes 1.5] [--brats-minutes 2.5] [--tasks synthetic,brats] [--losses dice,ce]
+        [--synthetic-minutes 1.5 --synthetic-steps 2x100] [--brats-minutes 2 --brats-steps 2x60]
+        [--tasks synthetic,brats] [--losses dice,ce]
 Writes benchmarks/results/loss_study.json and prints a markdown table.
 """
 from __future__ import annotations
@@ -94,14 +97,15 @@ def task_plan(task: dict, minutes: float) -> dict:
     return apply_overrides(plan, task.get("overrides", {}))
 
 
-def run_one(task: dict, loss: str, minutes: float, work: Path, plan: dict) -> dict:
+def run_one(task: dict, loss: str, steps: tuple[int, int], work: Path, plan: dict) -> dict:
     """Train one loss, predict the held-out images, evaluate the small class."""
     run, pred = work / "runs" / loss, work / "pred" / loss
     for folder in (run, pred):
         if folder.exists():
             shutil.rmtree(folder)
     start = time.perf_counter()
-    medseg.train(task["data"], run, minutes=minutes, loss=loss, seed=0, device="cpu", finish=False, plan=plan)
+    medseg.train(task["data"], run, epochs=steps[0], iterations_per_epoch=steps[1], loss=loss, seed=0,
+                 device="cpu", finish=False, plan=plan)
     trained = time.perf_counter() - start
     medseg.predict(run, task["images"], pred, device="cpu", overlays=False)
     result = medseg.evaluate(pred, task["labels"], json_path=pred / "evaluation.json", csv_path=pred / "evaluation.csv")
@@ -124,12 +128,12 @@ def markdown(results: dict) -> str:
     out = []
     for task, entry in results["tasks"].items():
         unit = entry["distance_unit"]
-        out += [f"**{task}** ({entry['class_name']}, {entry['minutes']:g} min per loss, "
-                f"{entry['test_cases']} held-out cases)", "",
-                f"| loss | Dice | lesion F1 | HD95 ({unit}) | steps |", "|---|---:|---:|---:|---:|"]
+        out += [f"**{task}** ({entry['class_name']}; {entry['steps']} steps per loss, planned for "
+                f"{entry['minutes']:g} CPU min; {entry['test_cases']} held-out cases)", "",
+                f"| loss | Dice | lesion F1 | HD95 ({unit}) | train s |", "|---|---:|---:|---:|---:|"]
         rows = sorted(entry["losses"].items(), key=lambda kv: -kv[1]["dice"])
         for name, r in rows:
-            out.append(f"| `{name}` | {r['dice']:.3f} | {r['lesion_f1']:.3f} | {r['hd95']:.1f} | {r['steps']} |")
+            out.append(f"| `{name}` | {r['dice']:.3f} | {r['lesion_f1']:.3f} | {r['hd95']:.1f} | {r['train_s']:.0f} |")
         out.append("")
     return "\n".join(out)
 
@@ -140,7 +144,9 @@ def main() -> None:
                         help="BraTS 2013 folders, or a `medseg convert brats` output")
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "medseg-loss-study")
     parser.add_argument("--synthetic-minutes", type=float, default=1.5)
-    parser.add_argument("--brats-minutes", type=float, default=2.5)
+    parser.add_argument("--brats-minutes", type=float, default=2.0)
+    parser.add_argument("--synthetic-steps", default="2x100", help="epochs x steps per epoch")
+    parser.add_argument("--brats-steps", default="2x60", help="epochs x steps per epoch")
     parser.add_argument("--tasks", default="synthetic,brats")
     parser.add_argument("--losses", default=",".join(LOSSES))
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -154,21 +160,23 @@ def main() -> None:
     results.setdefault("tasks", {})
     for task_name in args.tasks.split(","):
         minutes = args.synthetic_minutes if task_name == "synthetic" else args.brats_minutes
+        steps = tuple(int(v) for v in (args.synthetic_steps if task_name == "synthetic" else args.brats_steps).split("x"))
         task = synthetic_task(args.work) if task_name == "synthetic" else brats_task(args.work, args.brats)
         entry = results["tasks"].setdefault(task_name, {"losses": {}})
-        if entry.get("minutes") not in (None, minutes):
+        if entry.get("minutes") not in (None, minutes) or entry.get("steps") not in (None, steps[0] * steps[1]):
             entry["losses"] = {}  # another budget: earlier figures are not comparable
-        entry.update({"class_name": task["class_name"], "minutes": minutes, "distance_unit": task["distance_unit"],
+        entry.update({"class_name": task["class_name"], "minutes": minutes, "steps": steps[0] * steps[1],
+                      "epochs_x_iterations": list(steps), "distance_unit": task["distance_unit"],
                       "test_cases": len(list(Path(task["labels"]).iterdir())),
                       "overrides": task.get("overrides", {})})
         plan = None
         for loss in args.losses.split(","):
             if loss in entry["losses"]:
                 continue
-            print(f"== {task_name}: {loss} ({minutes:g} min)", flush=True)
+            print(f"== {task_name}: {loss} ({steps[0]}x{steps[1]} steps)", flush=True)
             plan = plan or task_plan(task, minutes)
             entry["plan"] = {k: plan.get(k) for k in ("patch_size", "batch_size", "target_spacing", "features")}
-            entry["losses"][loss] = run_one(task, loss, minutes, args.work / task_name, plan)
+            entry["losses"][loss] = run_one(task, loss, steps, args.work / task_name, plan)
             print(json.dumps(entry["losses"][loss]), flush=True)
             args.results.parent.mkdir(parents=True, exist_ok=True)
             args.results.write_text(json.dumps(results, indent=2))

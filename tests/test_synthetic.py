@@ -119,3 +119,21 @@ def test_refuses_a_foreign_non_empty_folder(tmp_path: Path):
     empty = tmp_path / "empty"
     empty.mkdir()
     write_phantom_dataset(empty, n_cases=1, shape=(32, 32))  # an empty folder is fine
+
+
+def test_small_lesion_phantoms_hold_several_separate_small_lesions(tmp_path: Path):
+    counts, sizes = [], []
+    for i in range(12):
+        _, label = make_phantom(np.random.default_rng((7, i)), (128, 128), lesions="small")
+        components, n = ndimage.label(label == LESION)
+        counts.append(n)
+        sizes += list(np.bincount(components.ravel())[1:])
+        assert ((label == LESION) <= (ndimage.binary_erosion(label > 0))).all()  # inside the organ
+    assert min(counts) >= 1 and max(counts) <= 6 and np.mean(counts) >= 3
+    assert 10 <= min(sizes) and max(sizes) <= 80  # a few dozen pixels each
+    default = make_phantom(np.random.default_rng((7, 0)), (128, 128))[1]
+    assert np.array_equal(default, make_phantom(np.random.default_rng((7, 0)), (128, 128), lesions="mixed")[1])
+    with pytest.raises(ValueError, match="lesions must be one of"):
+        make_phantom(np.random.default_rng(0), (64, 64), lesions="large")
+    test = write_phantom_dataset(tmp_path / "test", 2, (64, 64), seed=7, lesions="small", first_case=1000)
+    assert sorted(p.name for p in (test / "labels").iterdir()) == ["case_1000.png", "case_1001.png"]

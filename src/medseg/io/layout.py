@@ -224,8 +224,12 @@ def _group_channels(files: list[Path], channels: int, channel_names: list[str] |
         found = groups[case]
         if sorted(found) != list(range(channels)):
             have = ", ".join(f"_{c:04d}" for c in sorted(found))
+            missing = [c for c in range(channels) if c not in found]
+            what = ", ".join(f"_{c:04d}" + (f" ({channel_names[c]})" if channel_names and c < len(channel_names) else "")
+                             for c in missing)
             raise MedsegInputError(found[min(found)], f"case {case} has channel files {have} but the model takes "
-                                   f"{channels} channel(s) _0000.._{channels - 1:04d}{names}, in that order")
+                                   f"{channels} channel(s) _0000.._{channels - 1:04d}{names}, in that order"
+                                   + (f"; missing: {what}" if missing else ""))
         cases.append(InputCase(case, tuple(found[c] for c in range(channels))))
     return cases
 
