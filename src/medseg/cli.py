@@ -239,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             run = api.train(args.data, args.out, resume=args.resume, **_train_options(args))
-            print(f"run written to {run} (checkpoints/, log.csv, learning_curves.png, run.json)")
+            from .distributed import is_main
+            if is_main():  # under torchrun, one line from rank 0
+                print(f"run written to {run} (checkpoints/, log.csv, learning_curves.png, run.json)")
         elif args.command == "plan":
             from .plan import Budget, format_plan, plan_dataset, write_plan
             plan = plan_dataset(args.data, Budget(args.device, args.memory_gb, args.minutes))

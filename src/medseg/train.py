@@ -33,6 +33,7 @@ from .data.augment import AugmentConfig, left_right_axis
 from .data.cache import CaseCache, case_key, default_cache_dir
 from .data.preprocess import Preprocessor, ct_statistics
 from .data.sampler import PatchSampler, Prefetcher
+from . import distributed
 from .device import choose_precision, memory_format, resolve_device
 from .errors import MedsegInputError
 from .evaluate import default_class_names
@@ -267,7 +268,7 @@ class Trainer:
         if config.epochs is None and config.minutes is None:
             raise ValueError("give a budget: epochs or minutes")
         torch.manual_seed(config.seed)
-        self.device = resolve_device(config.device)
+        self.device = distributed.init_from_env(resolve_device(config.device))  # cuda:LOCAL_RANK under torchrun
         self._prepare_data()
         self._prepare_model()
 
@@ -379,7 +380,7 @@ class Trainer:
                                                      ignore_index=self.ignore_index, **cfg.loss_options))
         self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sampler = PatchSampler(self.train_images, self.train_labels, cfg.patch_size, cfg.batch_size,
-                                    cfg.augment, seed=cfg.seed)
+                                    cfg.augment, seed=distributed.sampler_seed(cfg.seed))  # rank 0: cfg.seed
         self.epoch, self.iteration, self.elapsed_before = 0, 0, 0.0
         self.best_score = -1.0
         if self.resume_state is not None:
@@ -391,6 +392,8 @@ class Trainer:
             torch.set_rng_state(st["torch_rng"])
         sample, _ = self.sampler.batch(torch.Generator().manual_seed(0))
         self.autocast = choose_precision(cfg.precision, self.device, self.model, sample[:2].to(self.device))
+        self.autocast = distributed.broadcast_object(self.autocast)  # a timed probe: rank 0 decides for all
+        self.net = distributed.wrap(self.model, self.device)  # DDP for training steps; self.model saves
         self.optimiser.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------ schedule
@@ -414,7 +417,7 @@ class Trainer:
 
     # ---------------------------------------------------------- validation
     def validate(self) -> dict[str, float]:
-        if not self.val_images:
+        if not self.val_images or not distributed.is_main():
             return {}
         self.model.eval()
         total_loss, dices = 0.0, []
@@ -461,6 +464,8 @@ class Trainer:
         }
 
     def write_run_json(self, finished: bool) -> None:
+        if not distributed.is_main():
+            return
         info = {
             "medseg_run": 1,
             "data": str(self.data.resolve()),
@@ -492,6 +497,8 @@ class Trainer:
         os.replace(tmp, self.out / "run.json")
 
     def log(self, row: dict) -> None:
+        if not distributed.is_main():
+            return
         path = self.out / "log.csv"
         columns = ["epoch", "iteration", "elapsed_s", "lr", "train_loss", "val_loss", "val_dice_mean"]
         columns += [f"val_dice_{n}" for n in self.class_names] + ["images_per_s", "data_wait_s"]
@@ -512,7 +519,7 @@ class Trainer:
     def fit(self) -> Path:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        if self.plan is not None and not (self.out / "plan.json").exists():
+        if self.plan is not None and distributed.is_main() and not (self.out / "plan.json").exists():
             from .plan import write_plan
             write_plan(self.plan, self.out / "plan.json")
         self.write_run_json(finished=False)
@@ -524,7 +531,7 @@ class Trainer:
         reserve, reserve_measured = 5.0, False
         est_total = cfg.epochs * cfg.iterations_per_epoch if cfg.epochs else None
         bar = tqdm(total=est_total, initial=self.iteration, unit="it", dynamic_ncols=True,
-                   desc="training", disable=None)
+                   desc="training", disable=None if distributed.is_main() else True)
         stop = False
         last_dice = "-"
         try:
@@ -540,7 +547,7 @@ class Trainer:
                         y = y.to(self.device, non_blocking=True)
                         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
                                             enabled=self.autocast is not None):
-                            logits = self.model(x)
+                            logits = self.net(x)
                         loss = self.loss_fn(logits, y)
                         self.optimiser.zero_grad(set_to_none=True)
                         loss.backward()
@@ -559,7 +566,7 @@ class Trainer:
                         if not reserve_measured:  # a forward pass costs about a third of a step
                             per_image = (time.perf_counter() - epoch_start) / images
                             reserve = 5.0 + 1.5 * val_windows * per_image / 3
-                        if self.budget_left() <= reserve:
+                        if distributed.agree_to_stop(self.budget_left() <= reserve):
                             stop = True
                             break
                 finally:
@@ -577,14 +584,16 @@ class Trainer:
                     self.best_score = score
                     save_checkpoint(self.state(), self.out / "checkpoints" / "best.pt")
                 row["elapsed_s"] = round(self.elapsed(), 1)
-                save_checkpoint(self.state(), self.out / "checkpoints" / "last.pt")
+                if distributed.is_main():
+                    save_checkpoint(self.state(), self.out / "checkpoints" / "last.pt")
                 self.log(row)
                 self.write_run_json(finished=False)
+                distributed.barrier()  # other ranks wait for rank 0's validation and checkpoint
                 reserve, reserve_measured = 1.5 * (time.perf_counter() - tail_start) + 2.0, True
                 if score is not None:
                     last_dice = f"{score:.3f}"
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}" if losses else "-", val_dice=last_dice, refresh=False)
-                if self.progress() >= 1.0:
+                if distributed.agree_to_stop(self.progress() >= 1.0):
                     stop = True
         finally:
             bar.close()
@@ -660,6 +669,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
            write the report.
     """
     data, out = Path(data), Path(out)
+    if (fold is not None or folds is not None) and distributed.world_size() > 1:
+        raise ValueError("cross-validation (--fold/--folds) runs in one process for now; under torchrun "
+                         "train a fold's split as a single run, or drop torchrun")
     if fold is not None or folds is not None:
         from .crossval import train_folds
         return train_folds(data, out, folds=folds if folds is not None else [fold], resume=resume, plan=plan,
@@ -672,12 +684,17 @@ def train_single(data: Path, out: Path, options: dict, *, resume: bool = False,
                  plan: str | os.PathLike | dict | bool | None = None, memory_gb: float | None = None,
                  split: dict | None = None, finish: bool = True) -> Path:
     """One run folder: resolve the plan, train, then (finish) validate, postprocess and report."""
+    distributed.init_from_env(resolve_device(options.get("device", "auto")))  # torchrun: join the group
     the_plan = None
-    if not resume and plan is not False:
+    if not resume and plan is not False and distributed.is_main():
         the_plan = resolve_plan(data, None if plan is True else plan, options, memory_gb)
+    the_plan = distributed.broadcast_object(the_plan)  # planned once, on rank 0
     config = _config(dict(options), the_plan)
-    run = Trainer(data, out, config, resume=resume, plan=the_plan, split=split).fit()
-    if finish:
-        from .finish import finish_run
-        finish_run(run)
+    try:
+        run = Trainer(data, out, config, resume=resume, plan=the_plan, split=split).fit()
+        if finish and distributed.is_main():
+            from .finish import finish_run
+            finish_run(run)
+    finally:
+        distributed.shutdown()
     return run
