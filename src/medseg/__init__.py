@@ -13,6 +13,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import Predictor, demo, evaluate, predict, train  # noqa: E402
+from .api import Predictor, demo, evaluate, export_onnx, predict, train  # noqa: E402
 
-__all__ = ["train", "predict", "Predictor", "evaluate", "demo"]
+__all__ = ["train", "predict", "Predictor", "evaluate", "demo", "export_onnx"]

@@ -123,7 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=_int_tuple, help="cross-validation folder: ensemble only these folds, e.g. 0,1 "
                    "(default: every trained fold)")
     p.add_argument("--no-postprocess", action="store_true", help="skip the postprocessing chosen on validation data")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="what runs the network: torch "
+                   "(default) or onnx (ONNX Runtime on the CPU; exports RUN/model.onnx first if missing)")
     _add_device(p)
+
+    p = sub.add_parser("export", help="export a trained run's network (ONNX)",
+                       description="Writes the best checkpoint's network as ONNX (dynamic batch and spatial "
+                       "axes), checked against PyTorch on a random patch; `medseg predict --backend onnx` uses it. "
+                       "Never replaces an existing file.")
+    p.add_argument("run", type=Path, help="run folder made by `medseg train`")
+    p.add_argument("--onnx", action="store_true", required=True, help="export to ONNX (the one format for now)")
+    p.add_argument("--out", type=Path, help="file to write (default RUN/model.onnx, RUN/model_last.onnx for last)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which weights (default best)")
 
     p = sub.add_parser("evaluate", help="compare predicted masks with reference masks",
                        description="Per case and class: Dice, Jaccard, accuracy, sensitivity, specificity, "
@@ -253,8 +264,11 @@ def main(argv: list[str] | None = None) -> int:
                                   overlap=args.overlap, mirror=args.mirror, overlays=not args.no_overlays,
                                   overwrite=args.overwrite, output_format=args.output_format,
                                   folds=list(args.folds) if args.folds else None,
-                                  postprocess=not args.no_postprocess)
+                                  postprocess=not args.no_postprocess, backend=args.backend)
             print(f"{len(written)} mask(s) written to {args.out}")
+        elif args.command == "export":
+            from .onnx_backend import export_onnx
+            print(f"ONNX model written to {export_onnx(args.run, args.out, checkpoint=args.checkpoint)}")
         elif args.command == "evaluate":
             result = api.evaluate(args.pred, args.labels, num_classes=args.num_classes,
                                   csv_path=args.csv or args.pred / "evaluation.csv",

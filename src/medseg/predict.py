@@ -35,7 +35,8 @@ from .report.overlay import save_overlay
 class _Member:
     """One trained model with its own preprocessing (a run, or one fold of a cross-validation)."""
 
-    def __init__(self, run: Path, checkpoint: str, device: torch.device, mirror: bool, precision: str):
+    def __init__(self, run: Path, checkpoint: str, device: torch.device, mirror: bool, precision: str,
+                 backend: str = "torch"):
         self.checkpoint_path = find_checkpoint(run, checkpoint)
         state = load_checkpoint(self.checkpoint_path)
         self.state = state
@@ -53,6 +54,10 @@ class _Member:
         self.mirror_axes = (all_axes if flips in (None, "auto") else tuple(flips)) if mirror else ()
         # bf16 pays off only where the hardware has it; fp32 otherwise (see medseg.device)
         self.autocast = choose_precision(precision, device)
+        if backend == "onnx":  # ONNX Runtime runs the windows (fp32, CPU); see medseg.onnx_backend
+            from .onnx_backend import onnx_model_for
+            self.model = onnx_model_for(run, checkpoint, state, self.checkpoint_path)
+            self.autocast = None
 
 
 class Predictor:
@@ -66,11 +71,18 @@ class Predictor:
 
     def __init__(self, run: str | os.PathLike, *, checkpoint: str = "best", device: str = "auto",
                  overlap: float = 0.5, mirror: bool = False, precision: str = "auto",
-                 folds: list[int] | None = None, postprocess: bool = True):
+                 folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch"):
         self.run = Path(run)
         self.device = resolve_device(device)
         runs = member_runs(self.run, folds)
-        self.members = [_Member(r, checkpoint, self.device, mirror, precision) for r in runs]
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"unknown backend {backend!r}: use torch or onnx")
+        if backend == "onnx" and self.device.type != "cpu":
+            if device != "auto":
+                raise ValueError("the onnx backend runs on the CPU; use --device cpu (or the torch backend on GPUs)")
+            self.device = torch.device("cpu")
+        self.backend = backend
+        self.members = [_Member(r, checkpoint, self.device, mirror, precision, backend) for r in runs]
         first = self.members[0].state
         self.checkpoint_path = self.members[0].checkpoint_path
         self.in_channels = int(first["in_channels"])
@@ -164,7 +176,7 @@ def output_suffix(item: InputCase, output_format: str | None) -> str:
 def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.PathLike, *,
             device: str = "auto", checkpoint: str = "best", overlap: float = 0.5, mirror: bool = False,
             overlays: bool = True, overwrite: bool = False, output_format: str | None = None,
-            folds: list[int] | None = None, postprocess: bool = True) -> list[Path]:
+            folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch") -> list[Path]:
     """Segment an image or volume file, a DICOM series folder, or a folder of them; returns the
     written mask paths.
 
@@ -173,7 +185,7 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
     unless `overwrite`, and an input file is never written over in any case.
     """
     predictor = Predictor(run, checkpoint=checkpoint, device=device, overlap=overlap, mirror=mirror,
-                          folds=folds, postprocess=postprocess)
+                          folds=folds, postprocess=postprocess, backend=backend)
     items = prediction_inputs(inputs, predictor.in_channels, predictor.dataset.channel_names)
     out = Path(out)
     targets = [out / f"{item.case_id}{output_suffix(item, output_format)}" for item in items]
