@@ -1,6 +1,7 @@
 """ONNX export and the ONNX Runtime prediction backend: same masks as PyTorch, 2D and 3D."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ import medseg  # noqa: E402
 from medseg.io.layout import prediction_inputs  # noqa: E402
 from medseg.predict import Predictor, read_input_case  # noqa: E402
 
-TINY2D = dict(features=(8, 16, 32), batch_size=2, patch_size=(64, 64), iterations_per_epoch=3, val_fraction=0.4)
+from conftest import link_subset, real_dataset  # noqa: E402
+
+TINY2D = dict(features=(8, 16, 32), batch_size=2, patch_size=(128, 128), iterations_per_epoch=3, val_fraction=0.4)
 TINY3D = dict(features=(8, 16, 32), batch_size=2, patch_size=(24, 32, 24), iterations_per_epoch=2, val_fraction=0.34)
 
 
@@ -41,8 +44,16 @@ def _same_predictions(run: Path, image: Path) -> None:
     assert (m_torch == m_onnx).all() or _dice(m_torch, m_onnx) >= 0.999
 
 
-def test_2d_export_refuses_overwrite_and_onnx_predicts_like_torch(isbi_small, tmp_path):
-    run = medseg.train(isbi_small, tmp_path / "run", epochs=1, plan=False, finish=False, **TINY2D)
+@pytest.fixture(scope="module")
+def run2d(tmp_path_factory) -> tuple[Path, Path]:
+    """(dataset, run): a tiny 2D run shared by the tests here (each copies it before changing it)."""
+    root = tmp_path_factory.mktemp("onnx2d")
+    data = link_subset(real_dataset("isbi2012-membrane"), root / "data", ["0", "1", "2", "3", "4"])
+    return data, medseg.train(data, root / "run", epochs=1, plan=False, finish=False, **TINY2D)
+
+
+def test_2d_export_refuses_overwrite_and_onnx_predicts_like_torch(run2d, tmp_path):
+    isbi_small, run = run2d[0], shutil.copytree(run2d[1], tmp_path / "run")
     path = medseg.export_onnx(run)
     assert path == run / "model.onnx" and path.stat().st_size > 0
     before = path.read_bytes()
@@ -59,8 +70,8 @@ def test_3d_onnx_backend_exports_on_first_use_and_matches_torch(hippo_small, tmp
     assert (run / "model.onnx").is_file() and "exporting" in capsys.readouterr().out
 
 
-def test_stale_onnx_file_is_refused(isbi_small, tmp_path):
-    run = medseg.train(isbi_small, tmp_path / "run", epochs=1, plan=False, finish=False, **TINY2D)
+def test_stale_onnx_file_is_refused(run2d, tmp_path):
+    run = shutil.copytree(run2d[1], tmp_path / "run")
     medseg.export_onnx(run, run / "model_last.onnx", checkpoint="last")
     import medseg.checkpoint as ck
     state = ck.load_checkpoint(run / "checkpoints" / "last.pt")
@@ -70,8 +81,8 @@ def test_stale_onnx_file_is_refused(isbi_small, tmp_path):
         Predictor(run, device="cpu", checkpoint="last", backend="onnx")
 
 
-def test_cli_export_and_predict_with_onnx_backend(isbi_small, tmp_path):
-    run = medseg.train(isbi_small, tmp_path / "run", epochs=1, plan=False, finish=False, **TINY2D)
+def test_cli_export_and_predict_with_onnx_backend(run2d, tmp_path):
+    isbi_small, run = run2d[0], shutil.copytree(run2d[1], tmp_path / "run")
     cli = [sys.executable, "-m", "medseg"]
     done = subprocess.run(cli + ["export", str(run), "--onnx", "--out", str(tmp_path / "net.onnx")],
                           capture_output=True, text=True)
