@@ -26,11 +26,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _torchrun(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+def _torchrun(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port())] + args
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:  # say where the ranks were, not only that time ran out
+        def text(b): return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+        raise AssertionError(f"torchrun timed out after {timeout} s\nstdout: {text(exc.stdout)[-2000:]}\n"
+                             f"stderr: {text(exc.stderr)[-4000:]}") from None
 
 
 def test_helpers_are_no_ops_in_one_process(monkeypatch):
@@ -78,7 +83,7 @@ json.dump(out, open(sys.argv[1] + f"/rank{rank}.json", "w"))
 def test_two_gloo_processes_agree_and_sample_differently(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(WORKER))
-    result = _torchrun([str(script), str(tmp_path)], cwd=tmp_path, timeout=120)
+    result = _torchrun([str(script), str(tmp_path)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert (r0["world"], r1["world"]) == (2, 2) and r0["main"] and not r1["main"]

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 
 SAMPLER_SEED_STRIDE = 7919  # rank r draws with seed + r * stride: distinct streams, rank 0 unchanged
+_created_group = False      # shutdown() leaves a group it did not create (a caller's own) alone
 
 
 def world_size() -> int:
@@ -55,16 +56,20 @@ def init_from_env(device: torch.device) -> torch.device:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
+        global _created_group
         backend = "nccl" if device.type == "cuda" else "gloo"
         # validation and checkpoints run on rank 0 while the others wait at a barrier: allow long waits
         dist.init_process_group(backend, timeout=timedelta(hours=2))
+        _created_group = True
     return device
 
 
 def shutdown() -> None:
-    """Leave the process group (end of a run)."""
-    if dist.is_available() and dist.is_initialized():
+    """Leave the process group init_from_env created (end of a run)."""
+    global _created_group
+    if _created_group and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _created_group = False
 
 
 def barrier() -> None:

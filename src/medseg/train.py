@@ -684,7 +684,8 @@ def train_single(data: Path, out: Path, options: dict, *, resume: bool = False,
                  plan: str | os.PathLike | dict | bool | None = None, memory_gb: float | None = None,
                  split: dict | None = None, finish: bool = True) -> Path:
     """One run folder: resolve the plan, train, then (finish) validate, postprocess and report."""
-    distributed.init_from_env(resolve_device(options.get("device", "auto")))  # torchrun: join the group
+    if distributed.world_size() > 1:  # under torchrun: join the group before planning
+        distributed.init_from_env(resolve_device(options.get("device", "auto")))
     the_plan = None
     if not resume and plan is not False and distributed.is_main():
         the_plan = resolve_plan(data, None if plan is True else plan, options, memory_gb)
