@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,12 +31,22 @@ def _torchrun(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.Co
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port())] + args
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:  # say where the ranks were, not only that time ran out
-        def text(b): return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
-        raise AssertionError(f"torchrun timed out after {timeout} s\nstdout: {text(exc.stdout)[-2000:]}\n"
-                             f"stderr: {text(exc.stderr)[-4000:]}") from None
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # SIGTERM: torchrun stops its workers (they run in sessions of their own; killing torchrun
+        # alone would leave them waiting for its store forever), then SIGKILL whatever is left
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        raise AssertionError(f"torchrun timed out after {timeout} s (the timeout only guards a starved CPU)\n"
+                             f"stdout: {out[-2000:]}\nstderr: {err[-4000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def test_helpers_are_no_ops_in_one_process(monkeypatch):
