@@ -187,6 +187,17 @@ def test_single_huge_case(tmp_path):
 
 
 # ------------------------------------------------------------------------------ overrides and files
+def test_plan_sizes_other_models_to_the_budget(hippo_small):
+    fp, _, _ = compute_fingerprint(hippo_small, progress=False)
+    unet = make_plan(fp, Budget("cpu", minutes=20))
+    vnet = make_plan(fp, Budget("cpu", minutes=20), model="vnet")
+    # V-Net's 5x5x5 stages cost several U-Nets: the plan narrows it rather than starve it of steps
+    assert vnet["model"] == "vnet" and vnet["features"][0] < unet["features"][0]
+    assert vnet["estimate"]["steps_in_budget"] >= 1000 and "narrowed" in vnet["reasons"]["features"]
+    swin = make_plan(fp, Budget("cpu", minutes=20), model="swinunetr")
+    assert all(p % 32 == 0 for p in swin["patch_size"])        # SwinUNETR's own multiple
+
+
 def test_overrides_keep_the_network_consistent(hippo_small):
     plan = plan_dataset(hippo_small, Budget("cpu", minutes=20), progress=False)
     changed = apply_overrides(plan, {"patch_size": [32, 32, 32]})

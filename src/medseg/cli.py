@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device to plan for (default cpu)")
     p.add_argument("--memory-gb", type=float, help="memory budget (default: half the RAM, or the GPU's)")
     p.add_argument("--minutes", type=float, help="training time budget (default on a CPU: 20)")
+    p.add_argument("--model", default="unet", help="network to size the plan for (default unet; `medseg models`)")
     p.add_argument("--force", action="store_true", help="replace an existing plan file")
 
     p = sub.add_parser("predict", help="segment new images with a trained run",
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"run written to {run} (checkpoints/, log.csv, learning_curves.png, run.json)")
         elif args.command == "plan":
             from .plan import Budget, format_plan, plan_dataset, write_plan
-            plan = plan_dataset(args.data, Budget(args.device, args.memory_gb, args.minutes))
+            plan = plan_dataset(args.data, Budget(args.device, args.memory_gb, args.minutes), model=args.model)
             print(format_plan(plan))
             path = write_plan(plan, args.out or Path(f"{args.data.resolve().name}.plan.json"), overwrite=args.force)
             print(f"plan written to {path} (train with: medseg train {args.data} --out RUN --plan {path})")

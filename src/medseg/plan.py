@@ -62,6 +62,7 @@ MIN_FEATURE_SIZE = {2: 8, 3: 4}   # smallest feature map side at the bottom of t
 MAX_POOLINGS = {"cpu": {2: 4, 3: 4}, "cuda": {2: 6, 3: 5}}
 MAX_PATCH = {"cpu": {2: 256, 3: 128}, "cuda": {2: 512, 3: 192}}
 MIN_PATCH_SIDE = {2: 64, 3: 16}
+MIN_BASE_WIDTH = 8
 BASE_WIDTH = {"cpu": 16, "cuda": 32}
 MAX_WIDTH = {"cpu": 256, "cuda": 320}
 NATIVE_MAX_SIDE = 512             # 2D images up to this size keep their grid
@@ -154,17 +155,35 @@ def divisors(strides: list[list[int]], dims: int) -> list[int]:
     return [int(np.prod([s[a] for s in strides])) if strides else 1 for a in range(dims)]
 
 
-def features_for(levels: int, device: str) -> list[int]:
-    return [min(BASE_WIDTH[device] * 2**i, MAX_WIDTH[device]) for i in range(levels)]
+def features_for(levels: int, device: str, base: int | None = None) -> list[int]:
+    base = base or BASE_WIDTH[device]
+    return [min(base * 2**i, MAX_WIDTH[device]) for i in range(levels)]
 
 
-def network_for_patch(patch: list[float], spacing: list[float], device: str, dims: int
-                      ) -> tuple[list[int], list[list[int]], list[list[int]], list[int]]:
-    """Patch rounded to its network's multiple, and that network (features, strides, kernels)."""
+def model_options(model: str, features: list[int], strides: list[list[int]], kernels: list[list[int]],
+                  patch: list[int]) -> dict:
+    """The planned settings a model takes (`medseg.nets.select_options` drops the rest)."""
+    from .nets import select_options
+
+    return select_options(model, features=tuple(features), strides=strides, kernels=kernels, img_size=list(patch))
+
+
+def network_for_patch(patch: list[float], spacing: list[float], device: str, dims: int, model: str = "unet",
+                      base: int | None = None) -> tuple[list[int], list[int], list[list[int]], list[list[int]]]:
+    """Patch rounded to its network's multiple, and that network (features, strides, kernels).
+    Models other than the U-Net pool their own way: the patch is also a multiple of theirs."""
     strides, kernels = pooling_plan(patch, spacing, MAX_POOLINGS[device][dims], MIN_FEATURE_SIZE[dims])
+    features = features_for(len(strides) + 1, device, base)
     div = divisors(strides, dims)
+    if model != "unet":
+        from .nets import axis_divisors, model_divisor
+
+        options = model_options(model, features, strides, kernels, [int(p) for p in patch])
+        options.pop("img_size", None)
+        own = axis_divisors(model_divisor(model, dims, **options), dims)
+        div = [math.lcm(a, b) for a, b in zip(div, own)]
     rounded = [int(max(d, math.ceil(p / d) * d)) for p, d in zip(patch, div)]
-    return rounded, features_for(len(strides) + 1, device), strides, kernels
+    return rounded, features, strides, kernels
 
 
 def forward_gflops(in_channels: int, num_classes: int, patch: list[int], features: list[int],
@@ -172,12 +191,11 @@ def forward_gflops(in_channels: int, num_classes: int, patch: list[int], feature
     """Forward-pass GFLOPs of one patch, counted on the meta device (no memory, no compute)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .nets import build_model
+    from .nets import build_on_meta
 
-    options = {"features": tuple(features), "strides": strides, "kernels": kernels} if model == "unet" else {}
-    with torch.device("meta"):
-        net = build_model(model, in_channels, num_classes, len(patch), **options)
-        x = torch.zeros((1, in_channels, *patch))
+    net = build_on_meta(model, in_channels, num_classes, len(patch),
+                        **model_options(model, features, strides, kernels, patch))
+    x = torch.zeros((1, in_channels, *patch), device="meta")
     counter = FlopCounterMode(display=False)
     with counter:
         net(x)
@@ -185,11 +203,12 @@ def forward_gflops(in_channels: int, num_classes: int, patch: list[int], feature
 
 
 def parameter_count(in_channels: int, num_classes: int, dims: int, features: list[int],
-                    strides: list[list[int]], kernels: list[list[int]]) -> int:
-    from .nets import UNet
+                    strides: list[list[int]], kernels: list[list[int]], model: str = "unet",
+                    patch: list[int] | None = None) -> int:
+    from .nets import build_on_meta
 
-    with torch.device("meta"):
-        net = UNet(in_channels, num_classes, dims, tuple(features), strides=strides, kernels=kernels)
+    net = build_on_meta(model, in_channels, num_classes, dims,
+                        **model_options(model, features, strides, kernels, patch or [64] * dims))
     return sum(p.numel() for p in net.parameters())
 
 
@@ -231,32 +250,40 @@ def _step_seconds(gflops_forward: float, batch: int, budget: Budget) -> float:
     return batch * gflops_forward * TRAIN_FLOPS_FACTOR / budget.train_gflops() + STEP_OVERHEAD_S
 
 
-def _fit_patch(start: list[float], spacing: list[float], fp: Fingerprint, batch_for, budget: Budget
-               ) -> tuple[list[int], list[int], list[list[int]], list[list[int]], int, dict]:
-    """Shrink the patch along its largest (physical) axis until the step fits the budget."""
+def _fit_patch(start: list[float], spacing: list[float], fp: Fingerprint, batch_for, budget: Budget,
+               model: str = "unet") -> tuple[list[int], list[int], list[list[int]], list[list[int]], int, dict]:
+    """Shrink the network until a step fits the budget: the U-Net shrinks its patch along the
+    largest physical axis (its width was measured best at 16 here); other models first halve
+    their widths (down to MIN_BASE_WIDTH), keeping the patch's context, then shrink the patch."""
     dims = len(start)
     cap = MAX_PATCH[budget.device][dims]
     patch = [min(float(cap), max(float(s), 1.0)) for s in start]
     in_ch, k = len(fp.channel_names), fp.num_classes
     minutes = budget.minutes
+    base = BASE_WIDTH[budget.device]
+    takes_widths = "features" in model_options(model, [base], [], [], [16] * dims)
     while True:
-        rounded, features, strides, kernels = network_for_patch(patch, spacing, budget.device, dims)
+        rounded, features, strides, kernels = network_for_patch(patch, spacing, budget.device, dims, model, base)
         batch = batch_for(rounded)
-        gflops = forward_gflops(in_ch, k, rounded, features, strides, kernels)
-        params = parameter_count(in_ch, k, dims, features, strides, kernels)
+        gflops = forward_gflops(in_ch, k, rounded, features, strides, kernels, model)
+        params = parameter_count(in_ch, k, dims, features, strides, kernels, model, rounded)
         step = _step_seconds(gflops, batch, budget)
         memory = training_memory_gb(rounded, batch, features, strides, params)
         steps = (minutes * 60 * 0.9 / step) if minutes else None
         too_slow = budget.device == "cpu" and steps is not None and steps < MIN_STEPS
         too_big = memory > budget.memory_gb
         shrinkable = [a for a in range(dims) if patch[a] > MIN_PATCH_SIDE[dims]]
-        if not (too_slow or too_big) or not shrinkable:
+        narrowable = base > MIN_BASE_WIDTH and takes_widths
+        if not (too_slow or too_big) or not (shrinkable or narrowable):
             estimate = {"forward_gflops_per_patch": round(gflops, 2), "parameters": params,
                         "step_seconds": round(step, 3), "steps_in_budget": int(steps) if steps else None,
                         "memory_gb": round(memory, 2)}
             if dims == 3:
                 estimate["dataset_memory_gb"] = round(dataset_memory_gb(fp, spacing), 2)
             return rounded, features, strides, kernels, batch, estimate
+        if narrowable and (model != "unet" or not shrinkable):
+            base //= 2
+            continue
         physical = [patch[a] * spacing[a] for a in shrinkable]
         axis = shrinkable[int(np.argmax(physical))]
         patch[axis] = max(float(MIN_PATCH_SIDE[dims]), patch[axis] * 0.85)
@@ -280,8 +307,9 @@ def _lowres_spacing(fp: Fingerprint, spacing: list[float], patch_voxels: float) 
     return [s * factor for s in spacing], factor
 
 
-def make_plan(fp: Fingerprint, budget: Budget) -> dict:
-    """The plan for a fingerprinted dataset under a budget: settings plus one reason each."""
+def make_plan(fp: Fingerprint, budget: Budget, model: str = "unet") -> dict:
+    """The plan for a fingerprinted dataset under a budget (for `model`): settings plus one
+    reason each."""
     dims = fp.spatial_dims
     reasons: dict[str, str] = {}
     plan: dict = {"format": PLAN_FORMAT, "dataset": fp.dataset, "spatial_dims": dims}
@@ -306,14 +334,14 @@ def make_plan(fp: Fingerprint, budget: Budget) -> dict:
         plan["image_size"] = None
         start = list(fp.median_shape(cropped=True, spacing=tuple(spacing)))
         batch_for = lambda patch: 2  # noqa: E731
-        fitted = _fit_patch(start, spacing, fp, batch_for, budget)
+        fitted = _fit_patch(start, spacing, fp, batch_for, budget, model)
         factor = 1.0
         if budget.device == "cpu" and budget.minutes is not None:
             coarse, factor = _lowres_spacing(fp, spacing, float(np.prod(fitted[0])))
             if factor > 1.0:
                 spacing = coarse
                 start = list(fp.median_shape(cropped=True, spacing=tuple(spacing)))
-                fitted = _fit_patch(start, spacing, fp, batch_for, budget)
+                fitted = _fit_patch(start, spacing, fp, batch_for, budget, model)
                 why += (f"; coarsened x{factor:.2f} so the median image is at most {LOWRES_RATIO:g} patches "
                         f"(a {budget.minutes:g}-minute CPU budget cannot afford its full resolution)")
         plan["target_spacing"] = _round_list(spacing, 5)
@@ -340,7 +368,7 @@ def make_plan(fp: Fingerprint, budget: Budget) -> dict:
             batch_for = lambda patch: int(max(2, min(8, 2**18 // int(np.prod(patch)))))  # noqa: E731
         else:
             batch_for = lambda patch: 12  # noqa: E731
-        fitted = _fit_patch(start, spacing, fp, batch_for, budget)
+        fitted = _fit_patch(start, spacing, fp, batch_for, budget, model)
 
     patch, features, strides, kernels, batch, estimate = fitted
     plan["patch_size"] = patch
@@ -353,11 +381,16 @@ def make_plan(fp: Fingerprint, budget: Budget) -> dict:
     reasons["batch_size"] = ("2 volumes per step: larger 3D batches cost time without better Dice" if dims == 3 else
                              "about 256k pixels per step (measured fastest on a CPU)" if budget.device == "cpu"
                              else "12 images per step on a GPU")
-    plan["model"] = "unet"
-    reasons["model"] = "U-Net with instance norm and strided convolutions: the field's reliable baseline"
+    plan["model"] = model
+    reasons["model"] = ("U-Net with instance norm and strided convolutions: the field's reliable baseline"
+                        if model == "unet" else "chosen by the user; patch and widths are sized for it")
     plan["features"] = features
-    reasons["features"] = (f"base width {features[0]} ({budget.device}), doubling per level up to "
-                           f"{MAX_WIDTH[budget.device]}: {estimate['parameters'] / 1e6:.1f} M parameters")
+    narrowed = features[0] < BASE_WIDTH[budget.device]
+    reasons["features"] = (f"base width {features[0]} ({budget.device}"
+                           + (f", narrowed from {BASE_WIDTH[budget.device]} so a {model} step fits the budget"
+                              if narrowed else "")
+                           + f"), doubling per level up to {MAX_WIDTH[budget.device]}: "
+                           f"{estimate['parameters'] / 1e6:.1f} M parameters")
     plan["strides"] = strides
     plan["kernels"] = kernels
     per_axis = [sum(1 for s in strides if s[a] > 1) for a in range(dims)]
@@ -401,11 +434,11 @@ def make_plan(fp: Fingerprint, budget: Budget) -> dict:
 
 
 # ------------------------------------------------------------------------------ files and overrides
-def plan_dataset(data: str | os.PathLike, budget: Budget | None = None, *, workers: int = 2,
-                 progress: bool = True) -> dict:
+def plan_dataset(data: str | os.PathLike, budget: Budget | None = None, *, model: str = "unet",
+                 workers: int = 2, progress: bool = True) -> dict:
     """Fingerprint DATA and plan it (the `medseg plan` entry point, without writing anything)."""
     fp, _, _ = compute_fingerprint(data, workers=workers, progress=progress)
-    return make_plan(fp, budget or Budget())
+    return make_plan(fp, budget or Budget(), model=model)
 
 
 def format_plan(plan: dict) -> str:
