@@ -5,7 +5,8 @@ a network is most reliable in the middle of its field of view, and the weighted 
 normalised at the end. Optional mirroring test-time augmentation averages predictions over
 flips. The network is not part of this module (it is passed in), as in MONAI's inferer design.
 
-Memory: one (K, *spatial) float32 accumulator and one (*spatial) weight map, nothing per window.
+Memory: the output (K, *spatial) in the caller's dtype, plus float32 sums over one window's
+depth of rows (`_RowAccumulator`); windows that hold nothing but background can be skipped.
 """
 from __future__ import annotations
 
@@ -67,6 +68,73 @@ def mirror_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
+def empty_value(image: torch.Tensor) -> torch.Tensor:
+    """Per-channel background value of a (C, *spatial) image: its minimum (air after CT clipping,
+    the zeros outside a skull-stripped brain after z-scoring)."""
+    return image.reshape(image.shape[0], -1).amin(dim=1)
+
+
+def is_empty(window: torch.Tensor, background: torch.Tensor) -> bool:
+    """True when every voxel of a (C, *spatial) window equals its channel's background value."""
+    view = (-1,) + (1,) * (window.ndim - 1)
+    return bool((window == background.view(view)).all())
+
+
+class _RowAccumulator:
+    """Gaussian-weighted sum of window probabilities, kept only for the rows still open.
+
+    Windows arrive sorted by their start along the first spatial axis; rows before the newest
+    start can receive nothing more, so they are normalised and written out (in `out`'s dtype)
+    and their buffer is reused. The float32 buffers span one window along that axis instead of
+    the whole image, and the weight sum needs no full-size map. Each voxel sees the same float32
+    additions in the same order as a full-size accumulator, so the result is the same.
+    """
+
+    def __init__(self, out: torch.Tensor, padded_shape: Sequence[int], window: Sequence[int],
+                 device: torch.device):
+        self.out = out                                   # (K, *spatial) on the CPU
+        self.depth = int(window[0])
+        rest = tuple(int(s) for s in padded_shape[1:])
+        self.acc = torch.zeros((out.shape[0], self.depth) + rest, device=device)
+        self.norm = torch.zeros((self.depth,) + rest, device=device)
+        self.base = 0                                    # first open row
+        self.rows = int(padded_shape[0])
+
+    def add(self, start: Sequence[int], window: Sequence[int], probs: torch.Tensor | None,
+            weight: torch.Tensor) -> None:
+        """Add one window's probabilities (None: an empty window, all background)."""
+        if start[0] > self.base:
+            self._flush(start[0] - self.base)
+        sl = (slice(start[0] - self.base, start[0] - self.base + window[0]),) + tuple(
+            slice(s, s + w) for s, w in zip(start[1:], window[1:]))
+        if probs is None:
+            self.acc[(0,) + sl] += weight
+        else:
+            self.acc[(slice(None),) + sl] += probs * weight
+        self.norm[sl] += weight
+
+    def finish(self) -> torch.Tensor:
+        self._flush(min(self.depth, self.rows - self.base))
+        return self.out
+
+    def _flush(self, count: int) -> None:
+        """Write the first `count` open rows out and shift the buffers by as many rows."""
+        count = min(count, self.depth)
+        keep = tuple(slice(0, s) for s in self.out.shape[2:])
+        rows = min(count, self.out.shape[1] - self.base)
+        if rows > 0:
+            done = self.acc[:, :rows] / self.norm[:rows]
+            self.out[:, self.base:self.base + rows] = done[(slice(None), slice(None)) + keep].to(
+                "cpu", self.out.dtype)
+        left = self.depth - count
+        if left > 0:
+            self.acc[:, :left] = self.acc[:, count:].clone()
+            self.norm[:left] = self.norm[count:].clone()
+        self.acc[:, left:] = 0
+        self.norm[left:] = 0
+        self.base += count
+
+
 @torch.inference_mode()
 def sliding_window(
     model: nn.Module,
@@ -79,12 +147,17 @@ def sliding_window(
     divisor: int | Sequence[int] = 16,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
+    out_dtype: torch.dtype = torch.float32,
+    skip_empty: bool = False,
 ) -> torch.Tensor:
-    """Class probabilities (K, *spatial) float32 for a (C, *spatial) image.
+    """Class probabilities (K, *spatial) for a (C, *spatial) image, on the CPU in `out_dtype`.
 
     Images that fit in one window are padded to a multiple of `divisor` (one number, or one per
     axis) and run whole;
     larger ones are tiled with `patch_size` windows. `mirror_axes` are spatial axes (0-based).
+    Blending is float32 whatever `out_dtype` is (float16 halves the output, rounding each
+    probability once, by at most 2.5e-4). `skip_empty`: a window in which every voxel equals
+    its channel's minimum (`empty_value`) is not run; it counts as background with probability 1.
     """
     device = torch.device(device)
     spatial = tuple(image.shape[1:])
@@ -93,32 +166,48 @@ def sliding_window(
         window = tuple(math.ceil(s / d) * d for s, d in zip(spatial, per_axis))
     else:
         window = tuple(int(p) for p in patch_size)
-    padded, crop = _pad_to(image, [max(s, w) for s, w in zip(spatial, window)])
+    padded, _ = _pad_to(image, [max(s, w) for s, w in zip(spatial, window)])
     starts = list(itertools.product(*[window_starts(s, w, overlap) for s, w in zip(padded.shape[1:], window)]))
     weight = gaussian_weight(window).to(device) if len(starts) > 1 else torch.ones(window, device=device)
     flips = mirror_sets(mirror_axes)
-    accum: torch.Tensor | None = None
-    norm = torch.zeros(padded.shape[1:], device=device)
-    padded = padded.to(device)
-    for first in range(0, len(starts), batch_size):
-        chunk = starts[first:first + batch_size]
-        slices = [tuple(slice(s, s + w) for s, w in zip(start, window)) for start in chunk]
-        batch = torch.stack([padded[(slice(None),) + sl] for sl in slices])
-        probs = 0
-        for flip in flips:
-            dims = [a + 2 for a in flip]
-            x = batch.flip(dims) if dims else batch
-            x = x.contiguous(memory_format=memory_format(x.ndim - 2))
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                logits = model(x)
-            p = torch.softmax(logits.float(), dim=1)
-            probs = probs + (p.flip(dims) if dims else p)
-        probs = probs / len(flips)
-        if accum is None:
-            accum = torch.zeros((probs.shape[1],) + tuple(padded.shape[1:]), device=device)
-        for p, sl in zip(probs, slices):
-            accum[(slice(None),) + sl] += p * weight
-            norm[sl] += weight
-    assert accum is not None
-    accum /= norm
-    return accum[(slice(None),) + tuple(crop)].cpu()
+    crops = [tuple(slice(s, s + w) for s, w in zip(start, window)) for start in starts]
+    background = empty_value(padded) if skip_empty else None
+    empty = [background is not None and is_empty(padded[(slice(None),) + sl], background) for sl in crops]
+    if all(empty):  # nothing but background: run one window anyway (it tells the class count)
+        empty[0] = False
+    rows: _RowAccumulator | None = None
+    pending: list[int] = []                     # window indices waiting, in order
+    for index in range(len(starts)):
+        pending.append(index)
+        running = [i for i in pending if not empty[i]]
+        if len(running) < batch_size and index + 1 < len(starts):
+            continue
+        probs = _run_batch(model, padded, [crops[i] for i in running], flips, device, autocast_dtype) \
+            if running else None
+        if rows is None:
+            assert probs is not None
+            out = torch.empty((probs.shape[1],) + spatial, dtype=out_dtype)
+            rows = _RowAccumulator(out, padded.shape[1:], window, device)
+        by_index = dict(zip(running, probs)) if probs is not None else {}
+        for i in pending:
+            rows.add(starts[i], window, by_index.get(i), weight)
+        pending = []
+    assert rows is not None
+    return rows.finish()
+
+
+def _run_batch(model: nn.Module, padded: torch.Tensor, crops: list[tuple[slice, ...]],
+               flips: list[tuple[int, ...]], device: torch.device,
+               autocast_dtype: torch.dtype | None) -> torch.Tensor:
+    """Softmax (B, K, *window) of a batch of windows, averaged over the mirror flips."""
+    batch = torch.stack([padded[(slice(None),) + sl] for sl in crops]).to(device)
+    probs = 0
+    for flip in flips:
+        dims = [a + 2 for a in flip]
+        x = batch.flip(dims) if dims else batch
+        x = x.contiguous(memory_format=memory_format(x.ndim - 2))
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            logits = model(x)
+        p = torch.softmax(logits.float(), dim=1)
+        probs = probs + (p.flip(dims) if dims else p)
+    return probs / len(flips)

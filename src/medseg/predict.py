@@ -71,7 +71,8 @@ class Predictor:
 
     def __init__(self, run: str | os.PathLike, *, checkpoint: str = "best", device: str = "auto",
                  overlap: float = 0.5, mirror: bool = False, precision: str = "auto",
-                 folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch"):
+                 folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch",
+                 skip_empty: bool = True, batch_size: int = 4):
         self.run = Path(run)
         self.device = resolve_device(device)
         runs = member_runs(self.run, folds)
@@ -101,30 +102,57 @@ class Predictor:
         self.mirror_axes = self.members[0].mirror_axes
         self.autocast = self.members[0].autocast
         self.overlap = overlap
+        self.skip_empty = skip_empty  # windows of pure background are not run (README: "Prediction")
+        self.batch_size = batch_size
         self.postprocessing = read_postprocessing(self.run) if postprocess else None
 
     @torch.inference_mode()
-    def probabilities(self, case: Case) -> torch.Tensor:
-        """(K, *original spatial) class probabilities for a case (averaged over the ensemble)."""
+    def probabilities(self, case: Case, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(K, *original spatial) class probabilities for a case (averaged over the ensemble).
+
+        `dtype=torch.float16` halves the memory of the maps (blending stays float32; each
+        probability is rounded once, by at most 2.5e-4); `segment` uses it."""
         if case.channels != self.in_channels:
             raise MedsegInputError(case.source or case.case_id,
                                    f"has {case.channels} channel(s) but the model was trained on {self.in_channels} "
                                    f"({'grey' if self.in_channels == 1 else 'RGB' if self.in_channels == 3 else 'multi-channel'} images)")
         total: torch.Tensor | None = None
         for member in self.members:
-            resampled = member.pre.resample(case, with_label=False)
-            probs = sliding_window(member.model, member.pre.normalise(resampled.image), member.patch_size,
-                                   overlap=self.overlap, mirror_axes=member.mirror_axes,
-                                   divisor=member.divisor, device=self.device, autocast_dtype=member.autocast)
-            probs = member.pre.restore(probs, case.spatial_shape, resampled.box)
+            probs = self._member_probabilities(member, case, dtype)
             total = probs if total is None else total.add_(probs)
+            del probs
         assert total is not None
-        return total / len(self.members) if len(self.members) > 1 else total
+        return total.div_(len(self.members)) if len(self.members) > 1 else total
+
+    def _member_probabilities(self, member: _Member, case: Case, dtype: torch.dtype) -> torch.Tensor:
+        """One model's probabilities on the case's grid; each full-size intermediate (resampled
+        image, network input, working-grid maps) is released as soon as the next one exists."""
+        resampled = member.pre.resample(case, with_label=False)
+        box = resampled.box
+        image = member.pre.normalise(resampled.image)
+        del resampled
+        probs = sliding_window(member.model, image, member.patch_size, overlap=self.overlap,
+                               mirror_axes=member.mirror_axes, divisor=member.divisor, device=self.device,
+                               autocast_dtype=member.autocast, batch_size=self.batch_size,
+                               out_dtype=dtype, skip_empty=self.skip_empty)
+        del image
+        return member.pre.restore(probs, case.spatial_shape, box)
 
     def segment(self, case: Case) -> np.ndarray:
         """Class-index mask (uint8) with the case's original spatial shape, postprocessed."""
-        mask = self.probabilities(case).argmax(0).numpy().astype(np.uint8)
+        mask = argmax_mask(self.probabilities(case, dtype=torch.float16))
         return apply_postprocessing(mask, self.postprocessing)
+
+
+def argmax_mask(probabilities: torch.Tensor, chunk_voxels: int = 1 << 22) -> np.ndarray:
+    """uint8 class-index map of (K, *spatial) probabilities, a slab of rows at a time, so no
+    full-size int64 index map is ever made (ties go to the lower class, as `torch.argmax`)."""
+    spatial = tuple(probabilities.shape[1:])
+    mask = np.empty(spatial, dtype=np.uint8)
+    rows = max(1, chunk_voxels // max(1, int(np.prod(spatial[1:], dtype=np.int64))))
+    for first in range(0, spatial[0], rows):
+        mask[first:first + rows] = probabilities[:, first:first + rows].argmax(0).numpy()
+    return mask
 
 
 def member_runs(run: Path, folds: list[int] | None = None) -> list[Path]:
@@ -176,16 +204,18 @@ def output_suffix(item: InputCase, output_format: str | None) -> str:
 def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.PathLike, *,
             device: str = "auto", checkpoint: str = "best", overlap: float = 0.5, mirror: bool = False,
             overlays: bool = True, overwrite: bool = False, output_format: str | None = None,
-            folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch") -> list[Path]:
+            folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch",
+            skip_empty: bool = True) -> list[Path]:
     """Segment an image or volume file, a DICOM series folder, or a folder of them; returns the
     written mask paths.
 
     Masks go to OUT/<case><suffix> (`output_suffix`), overlays to OUT/overlays/<case>.png (3D:
     three orthogonal slices through the predicted structure). Existing files are never replaced
-    unless `overwrite`, and an input file is never written over in any case.
+    unless `overwrite`, and an input file is never written over in any case. `skip_empty=False`
+    runs the network on windows that hold nothing but background too (`Predictor`).
     """
     predictor = Predictor(run, checkpoint=checkpoint, device=device, overlap=overlap, mirror=mirror,
-                          folds=folds, postprocess=postprocess, backend=backend)
+                          folds=folds, postprocess=postprocess, backend=backend, skip_empty=skip_empty)
     items = prediction_inputs(inputs, predictor.in_channels, predictor.dataset.channel_names)
     out = Path(out)
     targets = [out / f"{item.case_id}{output_suffix(item, output_format)}" for item in items]

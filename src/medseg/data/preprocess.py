@@ -35,11 +35,17 @@ from ..io.labels import IGNORE_INDEX
 CT_SAMPLES_PER_CASE = 10000  # foreground voxels per case drawn for the CT statistics
 
 
-def zscore(image: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per-channel zero mean, unit variance over the spatial axes of a (C, *spatial) tensor."""
+def _zscore_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of a (C, *spatial) tensor."""
     flat = image.reshape(image.shape[0], -1).float()
     mean = flat.mean(dim=1)
     std = flat.std(dim=1) if flat.shape[1] > 1 else torch.zeros_like(mean)
+    return mean, std
+
+
+def zscore(image: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per-channel zero mean, unit variance over the spatial axes of a (C, *spatial) tensor."""
+    mean, std = _zscore_stats(image)
     shape = (-1,) + (1,) * (image.ndim - 1)
     return (image - mean.view(shape)) / (std.view(shape) + eps)
 
@@ -155,17 +161,23 @@ class Preprocessor:
         return Resampled(resize_image(image, shape).contiguous(), label, box)
 
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
-        """Per-channel intensity normalisation of a (C, *working) image (see module docstring)."""
+        """Per-channel intensity normalisation of a (C, *working) image (see module docstring).
+
+        Written into one new float32 tensor, channel by channel and in place, so a CT-sized
+        volume costs one copy rather than one per arithmetic step (same values as `zscore`)."""
         schemes = self.normalization or [{"scheme": "zscore"}] * image.shape[0]
-        channels = []
-        for c, scheme in enumerate(schemes[: image.shape[0]]):
-            x = image[c:c + 1].float()
+        out = torch.empty(image.shape, dtype=torch.float32)
+        for c in range(image.shape[0]):
+            scheme = schemes[c] if c < len(schemes) else {"scheme": "zscore"}
+            x, y = image[c:c + 1], out[c:c + 1]
             if scheme.get("scheme") == "ct":
-                x = (x.clamp(scheme["lower"], scheme["upper"]) - scheme["mean"]) / max(scheme["std"], 1e-6)
+                torch.clamp(x.float(), scheme["lower"], scheme["upper"], out=y)
+                y.sub_(scheme["mean"]).div_(max(scheme["std"], 1e-6))
             else:
-                x = zscore(x)
-            channels.append(x)
-        return torch.cat(channels).contiguous()
+                mean, std = _zscore_stats(x)
+                torch.sub(x.float(), mean.view(-1, *(1,) * (x.ndim - 1)), out=y)
+                y.div_(std.view(-1, *(1,) * (x.ndim - 1)) + 1e-6)
+        return out
 
     def image(self, case: Case) -> torch.Tensor:
         """(C, *working) float32 network input."""
@@ -177,17 +189,19 @@ class Preprocessor:
 
     def restore(self, probabilities: torch.Tensor, shape: tuple[int, ...],
                 box: tuple[slice, ...] | None = None) -> torch.Tensor:
-        """(K, *working) probabilities -> (K, *shape) on the case's original grid.
+        """(K, *working) probabilities -> (K, *shape) on the case's original grid, same dtype.
 
         Resampled one class at a time into the output, so memory holds one full-size map per
-        class and nothing more; outside the crop box the background class has probability 1.
+        class and nothing more (float16 maps stay float16; each class is interpolated in
+        float32); outside the crop box the background class has probability 1.
         """
         shape = tuple(shape)
         box = box or tuple(slice(0, s) for s in shape)
         box_shape = tuple(b.stop - b.start for b in box)
         if box_shape == shape and tuple(probabilities.shape[1:]) == shape:
             return probabilities
-        out = torch.zeros((probabilities.shape[0],) + shape, dtype=torch.float32)
+        dtype = probabilities.dtype if probabilities.dtype in (torch.float16, torch.float32) else torch.float32
+        out = torch.zeros((probabilities.shape[0],) + shape, dtype=dtype)
         out[0] = 1.0
         for k in range(probabilities.shape[0]):
             out[(k,) + tuple(box)] = resize_image(probabilities[k:k + 1], box_shape)[0]
