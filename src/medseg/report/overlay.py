@@ -81,7 +81,15 @@ def structure_centre(*masks: np.ndarray | None) -> tuple[int, ...] | None:
     """Centre of mass of the foreground of the first mask that has any, as voxel indices."""
     for mask in masks:
         if mask is not None and np.any(mask > 0):
-            return tuple(int(round(c)) for c in np.argwhere(mask > 0).mean(axis=0))
+            # mean index per axis from the per-axis voxel counts: the same value as
+            # argwhere(...).mean(0) without an (N, ndim) int64 array for CT-sized masks
+            fg = np.asarray(mask) > 0
+            total = int(fg.sum())
+            centre = []
+            for axis in range(fg.ndim):
+                counts = fg.sum(axis=tuple(a for a in range(fg.ndim) if a != axis), dtype=np.int64)
+                centre.append(int(round(float(np.dot(np.arange(len(counts), dtype=np.int64), counts)) / total)))
+            return tuple(centre)
     return None
 
 
@@ -98,11 +106,14 @@ def volume_overlay(image: np.ndarray, pred: np.ndarray | None = None, ref: np.nd
     image = np.asarray(image)
     vol = image[0] if image.ndim == 4 else image
     centre = centre or structure_centre(ref, pred) or tuple(s // 2 for s in vol.shape)
-    display = _rescale(vol.astype(np.float64))  # one intensity scale for the three panels
+    # one intensity scale for the three panels, from the whole volume; only the panels are
+    # converted to float64 (a CT-sized volume would need 0.8 GB per float64 copy)
+    window = _display_range(vol if vol.dtype.kind == "f" else vol.astype(np.float32))
     panels = []
     for axis in range(3):
         take = lambda a: None if a is None else np.take(a, centre[axis], axis=axis)  # noqa: E731
-        rgb = overlay(np.take(display, centre[axis], axis=axis), take(pred), take(ref), alpha=alpha)
+        display = _rescale(take(vol).astype(np.float64), window)
+        rgb = overlay(display, take(pred), take(ref), alpha=alpha)
         if axis != 0:  # coronal and sagittal rows run along z: draw the top of the head on top
             rgb = rgb[::-1]
         rows, cols = [spacing[a] for a in range(3) if a != axis]
@@ -144,16 +155,26 @@ def _display_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(image, 0, -1) if image.ndim == 3 else np.stack([image] * 3, axis=-1))
 
 
-def _rescale(image: np.ndarray) -> np.ndarray:
-    """Map the 1st..99th percentile to 0..255 (one scale for all channels, so colours keep their balance)."""
+def _display_range(image: np.ndarray) -> tuple[float, float] | None:
+    """The 1st..99th percentile of the finite values (their full range if that is flat); None
+    for an empty or flat image."""
     finite = np.isfinite(image)
-    if not finite.any():
-        return np.zeros(image.shape, np.uint8)
-    lo, hi = np.percentile(image[finite], [1, 99])
+    values = image if finite.all() else image[finite]
+    if values.size == 0:
+        return None
+    lo, hi = np.percentile(values, [1, 99])
     if hi <= lo:  # flat or nearly flat image: fall back to the full range
-        lo, hi = image[finite].min(), image[finite].max()
-    if hi <= lo:
+        lo, hi = values.min(), values.max()
+    return None if hi <= lo else (float(lo), float(hi))
+
+
+def _rescale(image: np.ndarray, window: tuple[float, float] | None | str = "auto") -> np.ndarray:
+    """Map the 1st..99th percentile (or a given `window`) to 0..255 (one scale for all channels,
+    so colours keep their balance)."""
+    window = _display_range(image) if window == "auto" else window
+    if window is None:
         return np.zeros(image.shape, np.uint8)
+    lo, hi = window
     scaled = np.clip((np.nan_to_num(image, nan=lo) - lo) / (hi - lo), 0.0, 1.0)
     return np.round(scaled * 255).astype(np.uint8)
 
