@@ -3,7 +3,8 @@
 Training and prediction of a U-Net are mostly convolution arithmetic, so the honest ceiling for
 them is what the CPU's best convolution kernel reaches, not the data sheet. This script times big
 convolution layers (3D 3x3x3 and 2D 3x3, 32->32 .. 128->128 channels, a few input sizes) in
-three forms: fp32 contiguous, fp32 channels-last, and bf16 autocast (channels-last). FLOPs come
+three forms: fp32 contiguous, fp32 channels-last, and bf16 autocast (channels-last; on small
+layers only, as it is emulated and ~300x slower on this AVX2-only CPU). FLOPs come
 from `torch.utils.flop_counter.FlopCounterMode` (2 per multiply-add), time is the best of N
 forward passes without autograd; GFLOP/s = FLOPs / best time. The peak of a dtype is its best
 layer.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -49,10 +51,14 @@ class ConvLayer:
         return f"{self.spatial_dims}D {k} conv {self.channels}->{self.channels}, batch {self.batch} x {shape}"
 
 
-# Sizes chosen so each forward pass takes ~10-200 ms here: long enough to time, short enough
-# that bf16 (emulated on AVX2-only CPUs, ~20x slower) still finishes.
+# fp32: sizes for which one forward pass takes ~10-200 ms here, long enough to time.
 LAYERS_3D = (ConvLayer(3, 32, 48), ConvLayer(3, 64, 32), ConvLayer(3, 128, 24), ConvLayer(3, 64, 48))
 LAYERS_2D = (ConvLayer(2, 32, 256), ConvLayer(2, 64, 128), ConvLayer(2, 128, 96), ConvLayer(2, 64, 256))
+# bf16: on a CPU without native bf16 (AVX2 only) oneDNN falls back to a reference kernel that ran
+# at ~0.2 GFLOP/s here (a 32->32 conv on 48^3 took 33 s), so bf16 is timed on small layers only
+# (a few seconds each); fp32 is timed on the same layers for a like-for-like ratio.
+BF16_LAYERS_3D = (ConvLayer(3, 64, 16), ConvLayer(3, 128, 12))
+BF16_LAYERS_2D = (ConvLayer(2, 64, 64), ConvLayer(2, 128, 48))
 
 FORMS = {  # name -> (dtype, channels-last?)
     "fp32 contiguous": (torch.float32, False),
@@ -92,14 +98,17 @@ def time_layer(layer: ConvLayer, dtype: torch.dtype, channels_last: bool, repeat
         times.append(time.perf_counter() - start)
     best = min(times)
     return {"layer": layer.describe(), "flops": flops, "best_s": round(best, 5),
-            "median_s": round(sorted(times)[len(times) // 2], 5), "gflops": round(flops / best / 1e9, 1)}
+            "median_s": round(sorted(times)[len(times) // 2], 5), "gflops": round(flops / best / 1e9, 2)}
 
 
 def measure_conv_peak(spatial_dims: int = 3, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
     """Best GFLOP/s of this CPU's conv kernels for one dtype (both layouts for fp32, channels-last
     for bf16), measured now in this process, so a benchmark can divide by a peak taken under
     the same load as its own figures."""
-    layers = LAYERS_3D if spatial_dims == 3 else LAYERS_2D
+    if dtype == torch.float32:
+        layers = LAYERS_3D if spatial_dims == 3 else LAYERS_2D
+    else:
+        layers = BF16_LAYERS_3D if spatial_dims == 3 else BF16_LAYERS_2D
     layouts = (False, True) if dtype == torch.float32 else (True,)
     reps = repeats if dtype == torch.float32 else max(1, repeats // 3)
     return max(time_layer(layer, dtype, cl, reps)["gflops"] for layer in layers for cl in layouts)
@@ -123,6 +132,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     return {"cpu": model or platform.processor(), "threads": torch.get_num_threads(),
+            "load_average_1_5_15min": [round(v, 2) for v in os.getloadavg()],  # other jobs sharing the CPU
             "native_bf16": cpu_has_native_bf16(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "python": platform.python_version()}
 
@@ -130,19 +140,24 @@ def machine_info() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5, help="timed forward passes per layer (fp32)")
-    parser.add_argument("--bf16-repeats", type=int, default=2, help="timed passes per layer for bf16 (slow here)")
+    parser.add_argument("--bf16-repeats", type=int, default=1, help="timed passes per layer for bf16 (slow here)")
     parser.add_argument("--quick", action="store_true", help="one 3D and one 2D layer per form (smoke run)")
     parser.add_argument("--out", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args()
-    layers = (LAYERS_3D[1], LAYERS_2D[1]) if args.quick else LAYERS_3D + LAYERS_2D
+    if args.quick:
+        big, small = (LAYERS_3D[1], LAYERS_2D[1]), (BF16_LAYERS_3D[0], BF16_LAYERS_2D[0])
+    else:
+        big, small = LAYERS_3D + LAYERS_2D, BF16_LAYERS_3D + BF16_LAYERS_2D
+    plan = [(layer, form) for layer in big for form in FORMS if FORMS[form][0] == torch.float32]
+    plan += [(layer, form) for layer in small for form in FORMS]  # bf16 beside fp32 on the same layer
     rows = []
-    for layer in layers:
-        for form, (dtype, channels_last) in FORMS.items():
-            reps = args.repeats if dtype == torch.float32 else args.bf16_repeats
-            row = {"form": form, **time_layer(layer, dtype, channels_last, reps)}
-            rows.append(row)
-            print(f"{row['layer']:<46} {form:<28} {row['gflops']:>7.1f} GFLOP/s  (best {row['best_s'] * 1e3:.1f} ms)",
-                  flush=True)
+    for layer, form in plan:
+        dtype, channels_last = FORMS[form]
+        reps = args.repeats if dtype == torch.float32 else args.bf16_repeats
+        row = {"form": form, **time_layer(layer, dtype, channels_last, reps)}
+        rows.append(row)
+        print(f"{row['layer']:<46} {form:<28} {row['gflops']:>7.2f} GFLOP/s  (best {row['best_s'] * 1e3:.1f} ms)",
+              flush=True)
 
     def best_of(forms: tuple[str, ...]) -> dict:
         top = max((r for r in rows if r["form"] in forms), key=lambda r: r["gflops"])
@@ -162,7 +177,12 @@ def main() -> None:
     best_dtype = "bf16" if result["bf16"]["gflops"] > result["fp32"]["gflops"] else "fp32"
     result["best"] = {"dtype": best_dtype, "gflops": result[best_dtype]["gflops"]}
     result["per_spatial_dims"] = per_dims
-    result["bf16_over_fp32"] = round(result["bf16"]["gflops"] / result["fp32"]["gflops"], 3)
+    result["bf16_over_fp32"] = round(result["bf16"]["gflops"] / result["fp32"]["gflops"], 4)
+    same = {}
+    for layer in small:  # bf16 / fp32 channels-last on the very same layer
+        by_form = {r["form"]: r["gflops"] for r in rows if r["layer"] == layer.describe()}
+        same[layer.describe()] = round(by_form["bf16 autocast channels-last"] / by_form["fp32 channels-last"], 4)
+    result["bf16_over_fp32_same_layer"] = same
     result["layers"] = rows
     result["machine"] = machine_info()
     result["torch"] = torch.__version__
@@ -173,8 +193,8 @@ def main() -> None:
     print()
     print(f"{'':<22}{'GFLOP/s':>9}  layer")
     for key in ("fp32_contiguous", "fp32_channels_last", "fp32", "bf16"):
-        print(f"{key:<22}{result[key]['gflops']:>9.1f}  {result[key]['layer']}")
-    print(f"bf16 / fp32 peak: {result['bf16_over_fp32']:.3f}x   (native bf16: {result['machine']['native_bf16']})")
+        print(f"{key:<22}{result[key]['gflops']:>9.2f}  {result[key]['layer']}")
+    print(f"bf16 / fp32 peak: {result['bf16_over_fp32']:.4f}x   (native bf16: {result['machine']['native_bf16']})")
     print(f"wrote {args.out}")
 
 
