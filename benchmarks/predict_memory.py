@@ -9,7 +9,8 @@ Issue 6's target: peak RSS under 6 GB. The script
    0.8 x 0.8 x 1.5 mm, so the working grid (2 mm slices: 300 x 512 x 512) differs from the
    volume's and prediction resamples there and back, as it does for most real cases;
 2. trains a real run on the small ones through `medseg.train` (CT normalisation from the plan,
-   4 classes, a narrow U-Net and a few steps: the weights' quality does not change memory);
+   4 classes, a narrow U-Net (4-32 channels), 60 steps: enough for air to come out as
+   background, so masks can be compared; the weights' quality does not change memory);
 3. runs `python -m medseg predict RUN volume.nii.gz --out DIR` in a subprocess for each
    variant and reads the child's peak RSS from `os.wait4` (ru_maxrss; the kernel's own high-water
    mark, nothing missed between polls) and its wall time:
@@ -112,7 +113,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/medseg_predict_memory"))
     ap.add_argument("--baseline", type=Path, required=True,
                     help="checkout of the code before the memory work (git worktree add DIR b2c0fe4)")
-    ap.add_argument("--steps", type=int, default=4, help="training steps for the run (default 4)")
+    ap.add_argument("--steps", type=int, default=60, help="training steps for the run (default 60)")
     ap.add_argument("--variants", default="baseline,medseg,medseg-no-skip")
     ap.add_argument("--prepare-only", action="store_true", help="write the volume and train the run, then stop")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predict_memory.json")
