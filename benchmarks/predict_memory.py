@@ -102,6 +102,26 @@ def predict_once(src: Path, run: Path, volume: Path, out: Path, extra: list[str]
             "rss_timeline_gib": [(round(t, 1), round(r, 3)) for t, r in samples[::4]], "mask": mask}
 
 
+def count_windows_run(run: Path, volume: Path) -> dict:
+    """Windows on the volume's working grid, and how many hold nothing but background (no network)."""
+    import itertools
+
+    from medseg.inference import empty_value, is_empty, window_starts
+    from medseg.io.layout import prediction_inputs
+    from medseg.predict import Predictor, read_input_case
+
+    predictor = Predictor(run, device="cpu")
+    member = predictor.members[0]
+    case = read_input_case(prediction_inputs(volume, 1, predictor.dataset.channel_names)[0], 1)
+    image = member.pre.normalise(member.pre.resample(case, with_label=False).image)
+    window = member.patch_size
+    starts = itertools.product(*[window_starts(s, w, predictor.overlap) for s, w in zip(image.shape[1:], window)])
+    background = empty_value(image)
+    flags = [is_empty(image[(slice(None),) + tuple(slice(a, a + w) for a, w in zip(st, window))], background)
+             for st in starts]
+    return {"working_grid": list(image.shape[1:]), "windows": len(flags), "empty_windows": int(sum(flags))}
+
+
 def dice(a: np.ndarray, b: np.ndarray, k: int) -> float:
     x, y = a == k, b == k
     s = int(x.sum()) + int(y.sum())
@@ -129,6 +149,9 @@ def main() -> None:
         print(f"predicting with {name} ...", flush=True)
         results[name] = predict_once(src, run, volume, args.work / f"pred_{name}", extra)
         print(f"  peak RSS {results[name]['peak_rss_gib']:.2f} GiB, {results[name]['wall_s']:.1f} s", flush=True)
+    windows = count_windows_run(run, volume)
+    print(f"working grid {windows['working_grid']}: {windows['empty_windows']} of {windows['windows']} windows "
+          "hold nothing but background", flush=True)
     ref = results.get("baseline") or next(iter(results.values()))
     k = len(json.loads((run / "run.json").read_text()).get("class_names", [])) or 4
     for name, r in results.items():
@@ -158,6 +181,7 @@ def main() -> None:
                      "patch": [48, 128, 128], "run_plan": json.loads((run / "plan.json").read_text()).get("target_spacing")
                      if (run / "plan.json").exists() else None,
                      "baseline_source": str(args.baseline), "target_bytes": 6e9},
+        "windows": windows,
         "results": {n: {key: v for key, v in r.items() if key != "mask"} for n, r in results.items()},
     }
     if base:
