@@ -15,8 +15,8 @@ Issue 6's target: peak RSS under 6 GB. The script
    variant and reads the child's peak RSS from `os.wait4` (ru_maxrss; the kernel's own high-water
    mark, nothing missed between polls) and its wall time:
    - `baseline`: the code before issue 6's memory work (a git worktree of that commit, `--baseline`),
-   - `medseg`: the current code (empty windows skipped, the default),
-   - `medseg --no-skip-empty`: the current code running every window.
+   - `medseg`: the current code with its defaults (every window run),
+   - `medseg --skip-empty`: the current code not running all-background windows.
 Masks are compared voxel by voxel with the baseline's. Prints a table with ratios and writes
 benchmarks/results/predict_memory.json.
 """
@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, required=True,
                     help="checkout of the code before the memory work (git worktree add DIR b2c0fe4)")
     ap.add_argument("--steps", type=int, default=60, help="training steps for the run (default 60)")
-    ap.add_argument("--variants", default="baseline,medseg,medseg-no-skip")
+    ap.add_argument("--variants", default="baseline,medseg,medseg-skip")
     ap.add_argument("--prepare-only", action="store_true", help="write the volume and train the run, then stop")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predict_memory.json")
     args = ap.parse_args()
@@ -142,7 +142,7 @@ def main() -> None:
     volume, run = prepare(args.work, args.steps)
     if args.prepare_only:
         return
-    variants = {"baseline": (args.baseline, []), "medseg": (ROOT, []), "medseg-no-skip": (ROOT, ["--no-skip-empty"])}
+    variants = {"baseline": (args.baseline, []), "medseg": (ROOT, []), "medseg-skip": (ROOT, ["--skip-empty"])}
     results: dict[str, dict] = {}
     for name in args.variants.split(","):
         src, extra = variants[name]

@@ -124,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=_int_tuple, help="cross-validation folder: ensemble only these folds, e.g. 0,1 "
                    "(default: every trained fold)")
     p.add_argument("--no-postprocess", action="store_true", help="skip the postprocessing chosen on validation data")
-    p.add_argument("--no-skip-empty", action="store_true", help="run the network on sliding windows that hold "
-                   "nothing but background too (default: such windows are background without running it)")
+    p.add_argument("--skip-empty", action=argparse.BooleanOptionalAction, default=False,
+                   help="sliding windows that hold nothing but background (air, the zeros around a brain) are "
+                   "background without running the network (default: off; --no-skip-empty runs them all)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="what runs the network: torch "
                    "(default) or onnx (ONNX Runtime on the CPU; exports RUN/model.onnx first if missing)")
     _add_device(p)
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                                   overwrite=args.overwrite, output_format=args.output_format,
                                   folds=list(args.folds) if args.folds else None,
                                   postprocess=not args.no_postprocess, backend=args.backend,
-                                  skip_empty=not args.no_skip_empty)
+                                  skip_empty=args.skip_empty)
             print(f"{len(written)} mask(s) written to {args.out}")
         elif args.command == "export":
             from .onnx_backend import export_onnx

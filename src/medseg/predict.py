@@ -72,7 +72,7 @@ class Predictor:
     def __init__(self, run: str | os.PathLike, *, checkpoint: str = "best", device: str = "auto",
                  overlap: float = 0.5, mirror: bool = False, precision: str = "auto",
                  folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch",
-                 skip_empty: bool = True, batch_size: int = 4):
+                 skip_empty: bool = False, batch_size: int = 4):
         self.run = Path(run)
         self.device = resolve_device(device)
         runs = member_runs(self.run, folds)
@@ -102,7 +102,8 @@ class Predictor:
         self.mirror_axes = self.members[0].mirror_axes
         self.autocast = self.members[0].autocast
         self.overlap = overlap
-        self.skip_empty = skip_empty  # windows of pure background are not run (README: "Prediction")
+        # windows of pure background not run: off by default, it changed masks of the BraTS run (BENCHMARKS.md)
+        self.skip_empty = skip_empty
         self.batch_size = batch_size
         self.postprocessing = read_postprocessing(self.run) if postprocess else None
 
@@ -205,14 +206,14 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
             device: str = "auto", checkpoint: str = "best", overlap: float = 0.5, mirror: bool = False,
             overlays: bool = True, overwrite: bool = False, output_format: str | None = None,
             folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch",
-            skip_empty: bool = True) -> list[Path]:
+            skip_empty: bool = False) -> list[Path]:
     """Segment an image or volume file, a DICOM series folder, or a folder of them; returns the
     written mask paths.
 
     Masks go to OUT/<case><suffix> (`output_suffix`), overlays to OUT/overlays/<case>.png (3D:
     three orthogonal slices through the predicted structure). Existing files are never replaced
-    unless `overwrite`, and an input file is never written over in any case. `skip_empty=False`
-    runs the network on windows that hold nothing but background too (`Predictor`).
+    unless `overwrite`, and an input file is never written over in any case. `skip_empty=True`
+    does not run the network on windows that hold nothing but background (`Predictor`).
     """
     predictor = Predictor(run, checkpoint=checkpoint, device=device, overlap=overlap, mirror=mirror,
                           folds=folds, postprocess=postprocess, backend=backend, skip_empty=skip_empty)
