@@ -140,3 +140,20 @@ def test_select_options_maps_generic_settings():
     assert select_options("unetr", **generic) == {"norm": "instance", "img_size": (64, 64, 64)}
     assert select_options("unet-classic", **generic) == {}
     assert set(TRANSFORMERS + CONV_MODELS) <= set(MODELS)
+
+
+def test_compile_is_an_opt_in_flag():
+    """`medseg train --compile` reaches TrainConfig; without it training stays eager (the default)."""
+    from medseg.cli import _train_options, build_parser
+
+    args = build_parser().parse_args(["train", "data", "--out", "run", "--compile"])
+    assert _train_options(args)["compile"] is True
+    assert "compile" not in _train_options(build_parser().parse_args(["train", "data", "--out", "run"]))
+    assert TrainConfig().compile is False
+
+
+@pytest.mark.slow
+def test_compiled_training_steps(phantoms_2d, tmp_path):
+    """With compile=True the trainer's steps run through torch.compile and still train."""
+    trainer = _train_few_steps(phantoms_2d, tmp_path / "run", "unet", (64, 64), compile=True)
+    assert isinstance(trainer.net, torch._dynamo.eval_frame.OptimizedModule)

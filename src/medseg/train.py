@@ -84,6 +84,8 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     overlap: float = 0.5
     workers: int = 2
+    compile: bool = False                         # torch.compile the training step's network: ~30 s once,
+                                                  # then 1.24x per step (hippocampus plan, this CPU; BENCHMARKS.md)
     class_names: tuple[str, ...] | None = None    # names for classes 0..K-1 in logs and reports
     deep_supervision: bool = False                # unet/resunet: logits at every decoder scale in training
     loss_options: dict = field(default_factory=dict)  # make_loss options, e.g. {"alpha": 0.3, "beta": 0.7}
@@ -394,6 +396,8 @@ class Trainer:
         self.autocast = choose_precision(cfg.precision, self.device, self.model, sample[:2].to(self.device))
         self.autocast = distributed.broadcast_object(self.autocast)  # a timed probe: rank 0 decides for all
         self.net = distributed.wrap(self.model, self.device)  # DDP for training steps; self.model saves
+        if cfg.compile:  # training steps only; validation and saving use the eager self.model
+            self.net = torch.compile(self.net)
         self.optimiser.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------ schedule
