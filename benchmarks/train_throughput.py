@@ -173,6 +173,8 @@ def main() -> None:
                         help="DataLoader workers of the MONAI loop (2 cores: 1 worker beside the training step)")
     parser.add_argument("--monai-plain-tensors", action="store_true",
                         help="MONAI loop on plain tensors instead of MetaTensors (track_meta=False)")
+    parser.add_argument("--medseg-compile", action="store_true",
+                        help="medseg with `--compile` (torch.compile; compiles during its warm-up epoch)")
     parser.add_argument("--out", type=Path, default=RESULTS / "train_throughput.json")
     args = parser.parse_args()
 
@@ -183,6 +185,7 @@ def main() -> None:
                          device="cpu")
     config.apply_plan(plan)
     config.epochs, config.minutes, config.iterations_per_epoch = args.rounds + 1, None, args.steps
+    config.compile = args.medseg_compile
     with tempfile.TemporaryDirectory(prefix="medseg_throughput_") as tmp:
         trainer = AlternatingTrainer(args.data, Path(tmp) / "run", config, plan=plan)
         patch, batch = tuple(config.patch_size), int(config.batch_size)
@@ -225,6 +228,7 @@ def main() -> None:
         "batch": batch, "patch_zyx": list(patch), "patch_monai_xyz": list(monai_patch),
         "steps_per_round": args.steps, "timed_rounds": args.rounds,
         "monai_workers": args.monai_workers, "monai_meta_tensors": not args.monai_plain_tensors,
+        "medseg_compile": args.medseg_compile,
         "medseg": {"patches_per_s": round(medseg_rate, 3), "rounds": medseg_rounds,
                    "data_wait_fraction": round(sum(r["data_wait_s"] for r in timed_m)
                                                / sum(r["seconds"] for r in timed_m), 4)},
