@@ -157,3 +157,18 @@ def test_compiled_training_steps(phantoms_2d, tmp_path):
     """With compile=True the trainer's steps run through torch.compile and still train."""
     trainer = _train_few_steps(phantoms_2d, tmp_path / "run", "unet", (64, 64), compile=True)
     assert isinstance(trainer.net, torch._dynamo.eval_frame.OptimizedModule)
+
+
+@pytest.mark.slow
+def test_compiled_run_with_a_time_budget_keeps_training(tmp_path):
+    """The first compiled step (compilation included) must not be taken as the cost of a step:
+    it once made the validation reserve exceed the budget, and a 10-minute run stopped after one
+    step."""
+    from conftest import link_subset
+
+    data = link_subset(real_dataset("isbi2012-membrane"), tmp_path / "data", ["0", "1", "2", "3"])
+    config = TrainConfig(model="unet", minutes=1.5, iterations_per_epoch=20, patch_size=(64, 64), batch_size=2,
+                         features=(8, 16, 32), val_fraction=0.5, device="cpu", precision="fp32", compile=True)
+    trainer = Trainer(data, tmp_path / "run", config)
+    trainer.fit()
+    assert trainer.iteration > 10

@@ -538,11 +538,13 @@ class Trainer:
                    desc="training", disable=None if distributed.is_main() else True)
         stop = False
         last_dice = "-"
+        first_iteration = self.iteration + 1  # this process's first step (compiles with cfg.compile)
         try:
             while self.epoch < total_epochs and not stop:
                 epoch_start = time.perf_counter()
                 prefetch = Prefetcher(self.sampler.epoch(self.epoch, cfg.iterations_per_epoch))
                 losses, images = [], 0
+                rate_start, rate_images = epoch_start, 0  # what the validation reserve is estimated from
                 try:
                     for x, y in prefetch:
                         for group in self.optimiser.param_groups:
@@ -567,8 +569,12 @@ class Trainer:
                             rate = bar.format_dict.get("rate") or 0
                             if rate:
                                 bar.total = self.iteration + int(max(0, self.budget_left() - reserve) * rate)
-                        if not reserve_measured:  # a forward pass costs about a third of a step
-                            per_image = (time.perf_counter() - epoch_start) / images
+                        rate_images += len(x)
+                        if cfg.compile and self.iteration == first_iteration:
+                            # the first compiled step includes compilation (~30 s): not a step's cost
+                            rate_start, rate_images = time.perf_counter(), 0
+                        elif not reserve_measured:  # a forward pass costs about a third of a step
+                            per_image = (time.perf_counter() - rate_start) / rate_images
                             reserve = 5.0 + 1.5 * val_windows * per_image / 3
                         if distributed.agree_to_stop(self.budget_left() <= reserve):
                             stop = True
