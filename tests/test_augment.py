@@ -71,3 +71,45 @@ def test_prefetcher_yields_everything_and_surfaces_errors():
         assert "decode failed" in str(exc)
     else:
         raise AssertionError("error was swallowed")
+
+
+def test_elastic_warp_is_smooth_seeded_and_moves_labels_with_the_image():
+    from medseg.data.augment import elastic_displacement
+
+    cfg = AugmentConfig(p_elastic=1.0, elastic_sigma=0.05)
+    field = elastic_displacement((64, 48), torch.Generator().manual_seed(5), cfg)
+    again = elastic_displacement((64, 48), torch.Generator().manual_seed(5), cfg)
+    assert field.shape == (2, 64, 48) and torch.equal(field, again)
+    assert 0.5 < float(field.abs().max()) < 20  # pixels: a real warp, not a tear
+    assert float(field.diff(dim=1).abs().max()) < 0.5  # smooth: neighbours move together
+    assert elastic_displacement((64, 48), torch.Generator(), AugmentConfig()) is None  # off by default
+    # the image is a label-coloured ramp: warped image and warped label must still agree
+    label = (torch.arange(80)[:, None] // 10 + torch.zeros(1, 80, dtype=torch.long)).to(torch.uint8)
+    image = label[None].float() * 10
+    patch, plabel = sample_patch(image, label, torch.tensor([39.5, 39.5]), (64, 48),
+                                 torch.eye(2, dtype=torch.float64), field)
+    plain, _ = sample_patch(image, label, torch.tensor([39.5, 39.5]), (64, 48), torch.eye(2, dtype=torch.float64))
+    assert not torch.allclose(patch, plain)
+    inside = (patch[0] / 10 - plabel.float()).abs() < 0.51  # nearest label vs bilinear image
+    assert float(inside.float().mean()) > 0.9
+
+
+def test_elastic_warp_3d_shape():
+    from medseg.data.augment import elastic_displacement
+
+    field = elastic_displacement((8, 16, 12), torch.Generator().manual_seed(0), AugmentConfig(p_elastic=1.0))
+    assert field.shape == (3, 8, 16, 12)
+    image, label = _ramp((20, 24, 18))
+    patch, plabel = sample_patch(image, label, torch.tensor([9.5, 11.5, 8.5]), (8, 16, 12),
+                                 torch.eye(3, dtype=torch.float64), field)
+    assert patch.shape == (1, 8, 16, 12) and plabel.shape == (8, 16, 12)
+
+
+def test_displacement_is_in_voxels_along_array_axes():
+    image, label = _ramp((60, 50))
+    shift = torch.zeros(2, 16, 16)
+    shift[0] = 3.0  # three rows down along axis 0
+    patch, plabel = sample_patch(image, label, torch.tensor([25.5, 20.5]), (16, 16),
+                                 torch.eye(2, dtype=torch.float64), shift)
+    assert torch.allclose(patch[0], image[0, 21:37, 13:29], atol=1e-2)
+    assert torch.equal(plabel, label[21:37, 13:29].long())

@@ -3,7 +3,9 @@
 Crop, rotation, scaling and flips are folded into one affine map per patch and applied with a
 single `grid_sample` from the whole case, so augmentation costs one interpolation of the patch
 (not of the image) and never introduces black corners inside the image: outside it, content is
-mirrored. Labels use nearest-neighbour sampling through the same map. Intensity changes
+mirrored. Elastic deformation (the original U-Net paper's augmentation for its EM membranes: random
+displacements on a coarse grid of control points, smoothly interpolated) is added to the same
+sampling grid, so it costs no second interpolation either. Labels use nearest-neighbour sampling through the same map. Intensity changes
 (brightness, contrast, gamma, noise) follow. Everything draws from one seeded `torch.Generator`,
 so a run is reproducible with `--seed`.
 """
@@ -30,6 +32,9 @@ class AugmentConfig:
     # left-right axis (bodies are near mirror-symmetric left to right, not front to back), as
     # resolved by the trainer from the scans' direction (`left_right_axis`)
     flip_axes: tuple[int, ...] | str | None = "auto"
+    p_elastic: float = 0.0            # off by default (see BENCHMARKS.md for where it was measured)
+    elastic_points: int = 3           # control points per axis (3x3 in the U-Net paper)
+    elastic_sigma: float = 0.04       # displacement std as a fraction of the patch side (10 px of 256)
     p_brightness: float = 0.15
     p_contrast: float = 0.15
     p_gamma: float = 0.3
@@ -83,16 +88,34 @@ def spatial_transform(dims: int, gen: torch.Generator, cfg: AugmentConfig) -> to
     return matrix
 
 
+def elastic_displacement(patch_size: tuple[int, ...], gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor | None:
+    """A smooth random displacement field (dims, *patch_size) in voxels, or None (not drawn).
+
+    Control-point displacements are normal with std `elastic_sigma` x the patch side, on a grid of
+    `elastic_points` per axis, and interpolated (bicubic / trilinear) to every patch voxel: a
+    smooth warp like tissue deforming, which thin structures (membranes, vessels) survive."""
+    if not cfg.enabled or not _chance(gen, cfg.p_elastic):
+        return None
+    dims = len(patch_size)
+    points = max(2, int(cfg.elastic_points))
+    sigma = torch.tensor([cfg.elastic_sigma * p for p in patch_size], dtype=torch.float32)
+    control = torch.randn((1, dims) + (points,) * dims, generator=gen) * sigma.view(1, dims, *(1,) * dims)
+    mode = "bicubic" if dims == 2 else "trilinear"
+    return F.interpolate(control, size=tuple(patch_size), mode=mode, align_corners=True)[0]
+
+
 def sample_patch(
     image: torch.Tensor,
     label: torch.Tensor | None,
     centre: torch.Tensor,
     patch_size: tuple[int, ...],
     matrix: torch.Tensor,
+    displacement: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Resample a patch of `patch_size` centred at `centre` (voxel coords) through `matrix`.
 
-    Output voxel offset d (from the patch centre) reads input voxel `centre + matrix @ d`.
+    Output voxel offset d (from the patch centre) reads input voxel `centre + matrix @ d`, plus
+    `displacement[:, d]` (input voxels, array-axis order; `elastic_displacement`) when given.
     """
     size_in = torch.tensor(image.shape[1:], dtype=torch.float64)
     half_out = torch.tensor(patch_size, dtype=torch.float64) / 2
@@ -103,6 +126,9 @@ def sample_patch(
     # affine_grid orders coordinates x, y(, z): reverse the array-axis order
     theta = torch.cat([linear.flip(0).flip(1), shift.flip(0)[:, None]], dim=1)[None].float()
     grid = F.affine_grid(theta, [1, 1, *patch_size], align_corners=False)
+    if displacement is not None:  # voxels -> normalised units, axes reversed to grid's x, y(, z)
+        scale = (2.0 / size_in).to(torch.float32).view(-1, *(1,) * len(patch_size))
+        grid = grid + (displacement * scale).flip(0).movedim(0, -1)[None]
     patch = F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)[0]
     patch_label = None
     if label is not None:

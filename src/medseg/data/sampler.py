@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from ..io.labels import IGNORE_INDEX
-from .augment import AugmentConfig, augment_intensity, sample_patch, spatial_transform
+from .augment import AugmentConfig, augment_intensity, elastic_displacement, sample_patch, spatial_transform
 
 MAX_FOREGROUND_POINTS = 20000
 
@@ -69,8 +69,9 @@ class PatchSampler:
         for _ in range(self.batch_size):
             index = int(torch.randint(len(self.images), (), generator=gen))
             matrix = spatial_transform(dims, gen, self.augment)
-            x, y = sample_patch(self.images[index], self.labels[index], self._centre(index, gen),
-                                self.patch_size, matrix)
+            centre = self._centre(index, gen)
+            warp = elastic_displacement(self.patch_size, gen, self.augment)
+            x, y = sample_patch(self.images[index], self.labels[index], centre, self.patch_size, matrix, warp)
             xs.append(augment_intensity(x, gen, self.augment))
             ys.append(y)
         return torch.stack(xs), torch.stack(ys)
