@@ -75,7 +75,7 @@ PLAN_KEYS: dict[str, str] = {
     "spatial_dims": "2 or 3: whether the network convolves in 2D or 3D",
     "target_spacing": "3D: voxel size (mm, array axis order) every case is resampled to; null keeps each case's grid",
     "image_size": "2D: longer side of the working grid in pixels; null keeps the native size",
-    "crop_nonzero": "crop each case to the box of its non-zero voxels before resampling",
+    "crop_nonzero": "crop each case to the box of its non-background voxels (corner value, else 0) before resampling",
     "patch_size": "training patch and sliding window, in voxels per axis",
     "batch_size": "patches per training step",
     "model": "network name (see `medseg models`)",
@@ -329,7 +329,7 @@ def make_plan(fp: Fingerprint, budget: Budget, model: str = "unet") -> dict:
             why += (f"; coarsened x{factor:.2f} so the resampled cases ({held:.1f} GB at full resolution) fit in "
                     f"{DATASET_MEMORY_SHARE:.0%} of the {budget.memory_gb:.0f} GB memory budget")
         plan["crop_nonzero"] = True
-        reasons["crop_nonzero"] = (f"the non-zero box holds {fp.crop_fraction():.0%} of a median case; "
+        reasons["crop_nonzero"] = (f"the box of non-background voxels holds {fp.crop_fraction():.0%} of a median case; "
                                    "cropping costs nothing and skips empty space")
         plan["image_size"] = None
         start = list(fp.median_shape(cropped=True, spacing=tuple(spacing)))

@@ -2,7 +2,8 @@
 
 A cached case is the output of `Preprocessor.resample` (cropped, resampled, not yet normalised)
 saved as one uncompressed ``.npz``. Its key hashes everything that could change it: the files'
-absolute paths, sizes and modification times, the preprocessing settings and the label mapping,
+absolute paths, sizes and modification times, the preprocessing settings (the crop rule
+included: ``crop_nonzero`` and ``crop_background``) and the label mapping,
 so an edited file or a changed setting simply misses the cache and is rebuilt; stale entries
 are never read. Files are written to a temporary name and renamed, so an interrupted run never
 leaves a half-written entry behind.
@@ -36,7 +37,8 @@ def case_key(files: list[Path], pre: Preprocessor, mapping: dict | None) -> str:
     for f in files:
         st = Path(f).stat()
         stats.append([str(Path(f).resolve()), st.st_size, st.st_mtime_ns])
-    settings = {k: v for k, v in pre.to_dict().items() if k != "normalization"}  # applied after the cache
+    # every setting but normalisation (applied after the cache); the crop rule changes the key
+    settings = {k: v for k, v in pre.to_dict().items() if k != "normalization"}
     blob = json.dumps({"v": CACHE_VERSION, "files": stats, "pre": settings, "labels": mapping}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()
 

@@ -37,7 +37,8 @@ class CaseFingerprint:
     case_id: str
     shape: tuple[int, ...]                 # spatial shape as stored
     spacing: tuple[float, ...]             # mm per voxel, numpy axis order
-    nonzero_shape: tuple[int, ...]         # shape of the box of non-zero voxels (any channel)
+    nonzero_shape: tuple[int, ...]         # shape of the crop box: voxels differing from the background
+                                           # (corner value, else 0) in any channel; crop_box
     class_voxels: list[int]                # voxels per class 0..K-1 (original grid)
     components: list[list[int]]            # per foreground class: component sizes, largest first
 

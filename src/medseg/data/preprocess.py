@@ -3,9 +3,13 @@
 Training and prediction share this one object, stored in every run, so a case is always cropped,
 resampled and normalised the same way at both ends. Policy (also in the README):
 
-* Crop (3D default): to the bounding box of the voxels that are non-zero in any channel, so
-  the network does not spend time on empty space around a skull-stripped brain. Outside the box
-  prediction is background.
+* Crop (3D default): to the bounding box of the voxels that differ from the background in any
+  channel, so the network does not spend time on empty space around a skull-stripped brain.
+  A channel's background is the value all its corner voxels share when they agree exactly (the
+  constant left outside a brain z-scored before release, as in BraTS; a CT's padding), else 0. Runs
+  saved before this rule (no ``crop_background`` in their preprocessor dict) keep the old one,
+  background 0, so they see the input they were trained on. Outside the box prediction is
+  background.
 * Working grid: with `target_spacing` (3D default: the dataset's median spacing), every case is
   resampled so one voxel has that physical size. Without it (2D), images whose longer side
   exceeds `image_size` are resized, aspect ratio kept, so that side equals `image_size`; smaller
@@ -23,6 +27,7 @@ resampled and normalised the same way at both ends. Policy (also in the README):
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,17 +89,52 @@ def resize_label(label: torch.Tensor, size: tuple[int, ...], num_classes: int | 
     return out
 
 
-def crop_box(image: np.ndarray | torch.Tensor) -> tuple[slice, ...]:
-    """Bounding box of the voxels non-zero in any channel of (C, *spatial); the whole grid if none."""
-    nonzero = (image != 0).any(0) if isinstance(image, torch.Tensor) else np.any(image != 0, axis=0)
-    nonzero = np.asarray(nonzero)
+CROP_BACKGROUNDS = ("corners", "zero")   # how crop_box picks a channel's background value
+CROP_SLAB_VOXELS = 1 << 24               # voxels compared at a time: a 16 MB mask, whatever the volume
+
+
+def background_values(image: np.ndarray | torch.Tensor, rule: str = "corners") -> list[float]:
+    """Per channel of (C, *spatial): the value its corner voxels all share, else 0 ("corners");
+    always 0 ("zero", the rule before background-aware cropping)."""
+    if rule not in CROP_BACKGROUNDS:
+        raise ValueError(f"unknown crop background rule {rule!r}: use one of {', '.join(CROP_BACKGROUNDS)}")
+    values = []
+    for c in range(image.shape[0]):
+        value = 0.0
+        if rule == "corners":
+            corners = [float(image[(c,) + idx]) for idx in itertools.product(*[(0, s - 1) for s in image.shape[1:]])]
+            if all(v == corners[0] for v in corners):   # exact agreement (NaN never agrees)
+                value = corners[0]
+        values.append(value)
+    return values
+
+
+def crop_box(image: np.ndarray | torch.Tensor, background: str = "corners") -> tuple[slice, ...]:
+    """Bounding box of the voxels of (C, *spatial) that differ from their channel's background
+    value (`background_values`) in any channel; the whole grid if none does.
+
+    The box of a union is the union of the boxes, so each channel is compared a slab of rows at a
+    time and only its projections onto the axes are kept: memory stays ~16 MB for any volume."""
+    array = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    spatial = tuple(array.shape[1:])
+    hits = [np.zeros(s, dtype=bool) for s in spatial]
+    rows = max(1, CROP_SLAB_VOXELS // max(1, int(np.prod(spatial[1:], dtype=np.int64))))
+    for c, value in enumerate(background_values(array, background)):
+        for first in range(0, spatial[0], rows):
+            differs = array[c, first:first + rows] != array.dtype.type(value)
+            for axis in range(len(spatial)):
+                others = tuple(a for a in range(len(spatial)) if a != axis)
+                projection = differs.any(axis=others) if others else differs
+                if axis == 0:
+                    hits[0][first:first + len(projection)] |= projection
+                else:
+                    hits[axis] |= projection
     box = []
-    for axis in range(nonzero.ndim):
-        others = tuple(a for a in range(nonzero.ndim) if a != axis)
-        hits = np.flatnonzero(nonzero.any(axis=others) if others else nonzero)
-        if len(hits) == 0:
-            return tuple(slice(0, s) for s in nonzero.shape)
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    for axis, hit in enumerate(hits):
+        where = np.flatnonzero(hit)
+        if len(where) == 0:
+            return tuple(slice(0, s) for s in spatial)
+        box.append(slice(int(where[0]), int(where[-1]) + 1))
     return tuple(box)
 
 
@@ -130,9 +170,15 @@ class Preprocessor:
 
     image_size: int | None = None
     target_spacing: tuple[float, ...] | None = None
-    crop_nonzero: bool = False
+    crop_nonzero: bool = False                # crop to the box of non-background voxels (3D)
     normalization: list[dict] | None = None   # one {"scheme": ...} per channel; None: z-score all
     num_classes: int | None = None
+    crop_background: str = "corners"          # background value of the crop (`background_values`)
+
+    def __post_init__(self) -> None:
+        if self.crop_background not in CROP_BACKGROUNDS:
+            raise ValueError(f"unknown crop_background {self.crop_background!r}: "
+                             f"use one of {', '.join(CROP_BACKGROUNDS)}")
 
     def working_shape(self, shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> tuple[int, ...]:
         if self.target_spacing is not None:
@@ -145,7 +191,10 @@ class Preprocessor:
         return tuple(max(1, round(s * scale)) for s in shape)
 
     def box(self, case: Case) -> tuple[slice, ...]:
-        return crop_box(case.image) if self.crop_nonzero else tuple(slice(0, s) for s in case.spatial_shape)
+        """Region of the case the network sees (the whole grid without `crop_nonzero`)."""
+        if not self.crop_nonzero:
+            return tuple(slice(0, s) for s in case.spatial_shape)
+        return crop_box(case.image, self.crop_background)
 
     def resample(self, case: Case, with_label: bool = True) -> Resampled:
         """Crop and resample a case (image as stored, label as class indices)."""
@@ -211,11 +260,13 @@ class Preprocessor:
         return {"image_size": self.image_size,
                 "target_spacing": list(self.target_spacing) if self.target_spacing else None,
                 "crop_nonzero": self.crop_nonzero, "normalization": self.normalization,
-                "num_classes": self.num_classes}
+                "num_classes": self.num_classes, "crop_background": self.crop_background}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessor":
         d = dict(d)
+        # runs saved before background-aware cropping cropped at 0: keep that, it is what they trained on
+        d.setdefault("crop_background", "zero")
         if d.get("target_spacing"):
             d["target_spacing"] = tuple(float(s) for s in d["target_spacing"])
         return cls(**d)
