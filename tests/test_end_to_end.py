@@ -61,6 +61,9 @@ def test_resume_continues_where_it_stopped(isbi_small: Path, tmp_path: Path):
 
 def test_resumed_run_matches_uninterrupted_run(isbi_small: Path, tmp_path: Path, monkeypatch):
     opts = dict(TINY, val_fraction=0.0)
+    # the precision probe times fp32 against bf16 on CPUs with native bf16; pinned here so both
+    # runs start alike on a busy machine, and refused on resume, which must reuse the stored choice
+    monkeypatch.setattr(sys.modules["medseg.train"], "choose_precision", lambda *a, **k: None)
     medseg.train(isbi_small, tmp_path / "a", epochs=2, **opts)
 
     # crash right after the first epoch's checkpoint, as a killed process would
@@ -75,6 +78,12 @@ def test_resumed_run_matches_uninterrupted_run(isbi_small: Path, tmp_path: Path,
         medseg.train(isbi_small, tmp_path / "b", epochs=2, **opts)
     monkeypatch.setattr(Trainer, "log", original_log)
     assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["autocast"] == "fp32"
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("a resumed run must keep the precision it began with, not probe again")
+
+    monkeypatch.setattr(sys.modules["medseg.train"], "choose_precision", no_probe)
     medseg.train(isbi_small, tmp_path / "b", epochs=2, resume=True, **opts)
     wa = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
     wb = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]

@@ -19,7 +19,7 @@ from medseg.cli import main
 from medseg.data.fingerprint import compute_fingerprint
 from medseg.errors import MedsegInputError
 from medseg.plan import (MIN_FEATURE_SIZE, PLAN_KEYS, Budget, apply_overrides, divisors, format_plan, make_plan,
-                         plan_dataset, pooling_plan, read_plan, write_plan)
+                         plan_dataset, pooling_plan, read_plan, train_settings, write_plan)
 
 QUICK = dict(epochs=1, iterations_per_epoch=2)
 
@@ -77,6 +77,7 @@ def test_plan_on_hippocampus_subset_matches_the_hand_tuned_3d_run(hippo_small, t
     assert plan["spatial_dims"] == 3
     assert plan["target_spacing"] == [1.0, 1.0, 1.0]
     assert plan["features"] == [16, 32, 64, 128] and plan["batch_size"] == 2
+    assert plan["deep_supervision"] is False  # 3D: not measured here, off
     assert all(p % d == 0 for p, d in zip(plan["patch_size"], divisors(plan["strides"], 3)))
     assert plan["normalization"] == [{"scheme": "zscore"}]
     assert plan["fingerprint"]["cases"] == 6 and plan["fingerprint"]["class_stats"][0]["cases_present"] == 6
@@ -97,6 +98,13 @@ def test_plan_chooses_2d_for_pictures(kvasir_small, isbi_small):
     assert all(64 <= p <= 256 for p in kvasir["patch_size"]) and 2 <= kvasir["batch_size"] <= 8
     isbi = plan_dataset(isbi_small, Budget("cpu", minutes=20), progress=False)
     assert isbi["image_size"] is None and isbi["patch_size"] == [256, 256]
+    # 2D U-Nets train with deep supervision (measured faster learning); a model without decoder
+    # heads does not get it, and TrainConfig receives a real bool either way
+    assert kvasir["deep_supervision"] is True and train_settings(kvasir)["deep_supervision"] is True
+    fcn = plan_dataset(kvasir_small, Budget("cpu", minutes=20), model="fcn", progress=False)
+    assert fcn["deep_supervision"] is False
+    old = {k: v for k, v in kvasir.items() if k != "deep_supervision"}  # a plan written before the key
+    assert train_settings(old)["deep_supervision"] is False
 
 
 def test_budget_shapes_the_plan(hippo_small):

@@ -393,7 +393,11 @@ class Trainer:
             self.elapsed_before, self.best_score = st["elapsed_s"], st["best_score"]
             torch.set_rng_state(st["torch_rng"])
         sample, _ = self.sampler.batch(torch.Generator().manual_seed(0))
-        self.autocast = choose_precision(cfg.precision, self.device, self.model, sample[:2].to(self.device))
+        stored = (self.resume_state or {}).get("autocast")
+        if stored is not None and cfg.precision == "auto":  # a resumed run keeps the arithmetic it began with
+            self.autocast = torch.bfloat16 if stored == "bf16" else None
+        else:
+            self.autocast = choose_precision(cfg.precision, self.device, self.model, sample[:2].to(self.device))
         self.autocast = distributed.broadcast_object(self.autocast)  # a timed probe: rank 0 decides for all
         self.net = distributed.wrap(self.model, self.device)  # DDP for training steps; self.model saves
         if cfg.compile:  # training steps only; validation and saving use the eager self.model
@@ -465,6 +469,7 @@ class Trainer:
             "elapsed_s": self.elapsed(),
             "best_score": self.best_score,
             "torch_rng": torch.get_rng_state(),
+            "autocast": "bf16" if self.autocast == torch.bfloat16 else "fp32",
         }
 
     def write_run_json(self, finished: bool) -> None:
