@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--sw-batch-size", type=int, default=4, help="MONAI's windows per network call")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--cases", type=int, default=0, help="only the first N held-out cases (0: all)")
+    parser.add_argument("--case-ids", default="", help="comma-separated case ids to run (e.g. to rerun one)")
     parser.add_argument("--medseg-whole", action="store_true",
                         help="also time medseg's sliding window over the whole volume (the pre-crop behaviour)")
     parser.add_argument("--nnunet", action="store_true", help="also time nnU-Net v2's sliding window (whole volume)")
@@ -169,6 +170,11 @@ def main() -> None:
     model, patch, K = member.model, tuple(member.patch_size), predictor.num_classes
     data = Path(args.data)
     items = prediction_inputs(data / "imagesTs", predictor.in_channels, predictor.dataset.channel_names)
+    if args.case_ids:
+        wanted = args.case_ids.split(",")
+        items = [item for item in items if item.case_id in wanted]
+        if len(items) != len(wanted):
+            raise SystemExit(f"--case-ids: not all of {wanted} are in {data / 'imagesTs'}")
     if args.cases:
         items = items[: args.cases]
     cases = {item.case_id: read_input_case(item, predictor.in_channels) for item in items}
@@ -225,6 +231,7 @@ def main() -> None:
         for key in names:
             dice = dice_per_class(masks[key], labels[cid], K)
             row[key] = {"seconds": [round(t, 3) for t in times[key]], "median_s": round(statistics.median(times[key]), 3),
+                        "best_s": round(min(times[key]), 3),
                         "windows": windows[key], "dice": [round(d, 5) for d in dice],
                         "foreground_outside_box": int(((masks[key] > 0) & ~inside).sum())}
         for key in names[1:]:
@@ -244,12 +251,14 @@ def main() -> None:
 def summarise(results: dict, names: list[str]) -> dict:
     rows = results["cases"].values()
     total = {k: round(sum(r[k]["median_s"] for r in rows), 2) for k in names}
+    best = {k: round(sum(r[k]["best_s"] for r in rows), 2) for k in names}
     mean_dice = {k: [round(float(np.mean([r[k]["dice"][c] for r in rows])), 5)
                      for c in range(len(next(iter(rows))[k]["dice"]))] for k in names}
-    out = {"seconds": total, "windows": {k: sum(r[k]["windows"] for r in rows) for k in names},
+    out = {"seconds": total, "seconds_best_of_repeats": best, "windows": {k: sum(r[k]["windows"] for r in rows) for k in names},
            "mean_dice_per_class": mean_dice}
     for k in names[1:]:
         out[f"medseg_speedup_vs_{k}"] = round(total[k] / total["medseg"], 3)
+        out[f"medseg_speedup_vs_{k}_best_of_repeats"] = round(best[k] / best["medseg"], 3)
         out[f"max_abs_dice_difference_vs_{k}"] = max(r[k]["max_abs_dice_difference_to_medseg"] for r in rows)
     return out
 
