@@ -105,6 +105,11 @@ def test_plan_chooses_2d_for_pictures(kvasir_small, isbi_small):
     assert fcn["deep_supervision"] is False
     old = {k: v for k, v in kvasir.items() if k != "deep_supervision"}  # a plan written before the key
     assert train_settings(old)["deep_supervision"] is False
+    # a working grid the user chooses is planned for: the patch fits it instead of the default's
+    fp, _, _ = compute_fingerprint(kvasir_small, progress=False)
+    small = make_plan(fp, Budget("cpu", minutes=20), image_size=96)
+    assert small["image_size"] == 96 and max(small["patch_size"]) <= 96 < max(kvasir["patch_size"])
+    assert make_plan(fp, Budget("cpu", minutes=20), image_size="native")["image_size"] is None
 
 
 def test_budget_shapes_the_plan(hippo_small):

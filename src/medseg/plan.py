@@ -309,9 +309,10 @@ def _lowres_spacing(fp: Fingerprint, spacing: list[float], patch_voxels: float) 
     return [s * factor for s in spacing], factor
 
 
-def make_plan(fp: Fingerprint, budget: Budget, model: str = "unet") -> dict:
+def make_plan(fp: Fingerprint, budget: Budget, model: str = "unet", image_size: int | str | None = "auto") -> dict:
     """The plan for a fingerprinted dataset under a budget (for `model`): settings plus one
-    reason each."""
+    reason each. `image_size` (2D): "auto" follows the rule; a user's choice (pixels, or None for
+    the native grid) is planned for, so the patch and network fit that working grid."""
     dims = fp.spatial_dims
     reasons: dict[str, str] = {}
     plan: dict = {"format": PLAN_FORMAT, "dataset": fp.dataset, "spatial_dims": dims}
@@ -352,12 +353,21 @@ def make_plan(fp: Fingerprint, budget: Budget, model: str = "unet") -> dict:
     else:
         spacing = [1.0, 1.0]
         longest = max(max(c.shape) for c in fp.cases)
-        image_size = None if longest <= NATIVE_MAX_SIDE else AUTO_IMAGE_SIZE
+        chosen = image_size
+        if isinstance(chosen, str) and chosen == "native":
+            chosen = None
+        if isinstance(chosen, str) and chosen == "auto":
+            image_size = None if longest <= NATIVE_MAX_SIDE else AUTO_IMAGE_SIZE
+            reasons["image_size"] = (f"the largest image side is {longest} px <= {NATIVE_MAX_SIDE}: native grid"
+                                     if image_size is None else
+                                     f"images up to {longest} px are resized to a longer side of {AUTO_IMAGE_SIZE} px "
+                                     "(measured best Dice per CPU minute on Kvasir, BENCHMARKS.md)")
+        else:
+            image_size = None if chosen is None else int(chosen)
+            if image_size is not None and image_size < MIN_PATCH_SIDE[2]:
+                raise ValueError(f"image_size {image_size} is below the smallest 2D patch side {MIN_PATCH_SIDE[2]}")
+            reasons["image_size"] = "set by the user; the patch and network are planned for it"
         plan["image_size"] = image_size
-        reasons["image_size"] = (f"the largest image side is {longest} px <= {NATIVE_MAX_SIDE}: native grid"
-                                 if image_size is None else
-                                 f"images up to {longest} px are resized to a longer side of {AUTO_IMAGE_SIZE} px "
-                                 "(measured best Dice per CPU minute on Kvasir, BENCHMARKS.md)")
         plan["target_spacing"] = None
         reasons["target_spacing"] = "2D pictures have no physical spacing to resample to"
         plan["crop_nonzero"] = False

@@ -650,7 +650,7 @@ def resolve_plan(data: Path, plan: str | os.PathLike | dict | None, options: dic
         device = resolve_device(options.get("device", "auto")).type
         fp, _, _ = compute_fingerprint(data, workers=options.get("workers", 2), ignore=options.get("ignore_label"))
         base = make_plan(fp, Budget(device=device, memory_gb=memory_gb, minutes=options.get("minutes")),
-                         model=options.get("model") or "unet")
+                         model=options.get("model") or "unet", image_size=options.get("image_size", "auto"))
     return apply_overrides(base, plan_overrides(options))
 
 
