@@ -49,7 +49,7 @@ from .report.curves import plot_learning_curves
 
 # Working-grid defaults for 2D (README: "Resizing and padding policy").
 NATIVE_MAX_SIDE = 512      # datasets whose images are all at most this large keep their size
-AUTO_IMAGE_SIZE = 160      # otherwise images are resized so their longer side is this (BENCHMARKS.md)
+AUTO_IMAGE_SIZE = 128      # otherwise images are resized so their longer side is this (BENCHMARKS.md)
 MAX_PATCH_2D = 256
 MAX_PATCH_3D = 128
 MAX_PATCH_VOXELS_3D = 64 ** 3   # ~1.5 s per patch for a training step of the default 3D U-Net here
