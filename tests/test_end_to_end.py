@@ -44,6 +44,13 @@ def test_isbi_train_predict_evaluate(isbi_small: Path, tmp_path: Path):
     with pytest.raises(FileExistsError, match="overwrite"):
         medseg.predict(run, isbi_small / "images", pred)
 
+    # 2D runs mirror by default (test-time augmentation over the trained flips); it can be turned off
+    from medseg.predict import Predictor, mirrors
+    assert Predictor(run).mirror_axes == (0, 1) and Predictor(run, mirror=False).mirror_axes == ()
+    assert not mirrors("auto", 3) and mirrors("auto", 2)
+    with pytest.raises(ValueError, match="mirror"):
+        mirrors("yes", 2)
+
 
 def test_resume_continues_where_it_stopped(isbi_small: Path, tmp_path: Path):
     out = tmp_path / "run"

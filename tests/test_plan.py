@@ -94,7 +94,7 @@ def test_plan_on_hippocampus_subset_matches_the_hand_tuned_3d_run(hippo_small, t
 def test_plan_chooses_2d_for_pictures(kvasir_small, isbi_small):
     kvasir = plan_dataset(kvasir_small, Budget("cpu", minutes=20), progress=False)
     assert kvasir["spatial_dims"] == 2 and kvasir["target_spacing"] is None
-    assert kvasir["image_size"] == 128          # Kvasir photos are up to ~1900 px wide
+    assert kvasir["image_size"] == 112          # Kvasir photos are up to ~1900 px wide
     assert all(64 <= p <= 256 for p in kvasir["patch_size"]) and 2 <= kvasir["batch_size"] <= 8
     isbi = plan_dataset(isbi_small, Budget("cpu", minutes=20), progress=False)
     assert isbi["image_size"] is None and isbi["patch_size"] == [256, 256]

@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for the masks")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which weights (default best)")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap for large images (default 0.5)")
-    p.add_argument("--mirror", action="store_true", help="test-time augmentation: average over flips (slower)")
+    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation: average over flips (default: on for 2D images, off for volumes, "
+                   "where it costs 8 network passes per window)")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay pictures")
     p.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
     p.add_argument("--format", dest="output_format", help="mask file type, e.g. .nii.gz, .nrrd, .mha, .png "
@@ -270,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"plan written to {path} (train with: medseg train {args.data} --out RUN --plan {path})")
         elif args.command == "predict":
             written = api.predict(args.run, args.input, args.out, device=args.device, checkpoint=args.checkpoint,
-                                  overlap=args.overlap, mirror=args.mirror, overlays=not args.no_overlays,
+                                  overlap=args.overlap, mirror="auto" if args.mirror is None else args.mirror,
+                                  overlays=not args.no_overlays,
                                   overwrite=args.overwrite, output_format=args.output_format,
                                   folds=list(args.folds) if args.folds else None,
                                   postprocess=not args.no_postprocess, backend=args.backend,

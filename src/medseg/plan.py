@@ -66,7 +66,7 @@ MIN_BASE_WIDTH = 8
 BASE_WIDTH = {"cpu": 16, "cuda": 32}
 MAX_WIDTH = {"cpu": 256, "cuda": 320}
 NATIVE_MAX_SIDE = 512             # 2D images up to this size keep their grid
-AUTO_IMAGE_SIZE = 128             # larger 2D images are resized to this longer side (BENCHMARKS.md, Kvasir: 0.797 vs 0.749 at 160)
+AUTO_IMAGE_SIZE = 112             # larger 2D images are resized to this longer side (BENCHMARKS.md, Kvasir: 0.821 vs 0.810 at 128)
 DATASET_MEMORY_SHARE = 0.5        # resampled cases are kept in RAM: at most this share of the memory budget
 ACTIVATIONS_PER_LEVEL = 15        # stored activation tensors per level and feature in a training step (estimate)
 

@@ -47,9 +47,8 @@ from .metrics import confusion, dice_from_confusion
 from .nets import axis_divisors, build_model, count_parameters, model_divisor, select_options
 from .report.curves import plot_learning_curves
 
-# Working-grid defaults for 2D (README: "Resizing and padding policy").
-NATIVE_MAX_SIDE = 512      # datasets whose images are all at most this large keep their size
-AUTO_IMAGE_SIZE = 128      # otherwise images are resized so their longer side is this (BENCHMARKS.md)
+# Working-grid defaults for 2D (README: "Resizing and padding policy"), one rule with the plan's.
+from .plan import AUTO_IMAGE_SIZE, NATIVE_MAX_SIDE  # noqa: E402
 MAX_PATCH_2D = 256
 MAX_PATCH_3D = 128
 MAX_PATCH_VOXELS_3D = 64 ** 3   # ~1.5 s per patch for a training step of the default 3D U-Net here
