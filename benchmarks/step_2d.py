@@ -1,7 +1,7 @@
 """2D training-step speed of the planned U-Net: medseg's layout choice vs the alternatives.
 
 The 2D protocols are sample-limited on a CPU (BENCHMARKS.md), so every per-step saving is more
-passes over the data. Same network as the plan gives Kvasir-SEG and ISBI 2012 (16-256 channels,
+passes over the data. Same network as the plan gives Kvasir-SEG and ISBI 2012 (16-128 channels,
 instance norm), loss (Dice+CE), optimiser (AdamW) and data in one process, interleaved rounds:
 
   medseg         contiguous tensors, medseg's InstanceNorm          (the default)
@@ -24,14 +24,15 @@ import torch
 from medseg.losses import make_loss
 from medseg.nets import build_model
 
-SHAPES = {"kvasir": (8, 3, (144, 160)), "isbi": (4, 1, (256, 256))}  # batch, channels, patch (the plans)
+SHAPES = {"kvasir": (8, 3, (104, 112)), "isbi": (8, 1, (120, 120))}  # batch, channels, patch (the plans)
+FEATURES = (16, 32, 64, 128)  # both plans: 3 poolings
 
 
 def step_ms(variant: str, shape: str, steps: int) -> tuple[float, float]:
     """Median ms per step after two warm-up steps, and the first step's seconds."""
     batch, channels, patch = SHAPES[shape]
     torch.manual_seed(0)
-    model = build_model("unet", 2, channels, 2, features=(16, 32, 64, 128, 256), norm="instance")
+    model = build_model("unet", channels, 2, 2, features=FEATURES, norm="instance")
     fmt = torch.channels_last if variant == "channels-last" else torch.contiguous_format
     model = model.to(memory_format=fmt)
     net = torch.compile(model) if variant == "compiled" else model
