@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import importlib
 import inspect
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -142,14 +143,25 @@ def test_select_options_maps_generic_settings():
     assert set(TRANSFORMERS + CONV_MODELS) <= set(MODELS)
 
 
-def test_compile_is_an_opt_in_flag():
-    """`medseg train --compile` reaches TrainConfig; without it training stays eager (the default)."""
+def test_compile_flag_and_the_auto_rule():
+    """`--compile` / `--no-compile` reach TrainConfig; without either the "auto" rule decides:
+    2D CPU runs with a clock budget of 5 minutes or more compile, everything else stays eager."""
     from medseg.cli import _train_options, build_parser
+    from medseg.train import compiles
 
-    args = build_parser().parse_args(["train", "data", "--out", "run", "--compile"])
-    assert _train_options(args)["compile"] is True
-    assert "compile" not in _train_options(build_parser().parse_args(["train", "data", "--out", "run"]))
-    assert TrainConfig().compile is False
+    parse = build_parser().parse_args
+    assert _train_options(parse(["train", "data", "--out", "run", "--compile"]))["compile"] is True
+    assert _train_options(parse(["train", "data", "--out", "run", "--no-compile"]))["compile"] is False
+    assert "compile" not in _train_options(parse(["train", "data", "--out", "run"]))
+    assert TrainConfig().compile == "auto"
+    cpu = torch.device("cpu")
+    has_compiler = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+    assert compiles("auto", 2, cpu, 15.0) is bool(has_compiler)
+    assert not compiles("auto", 2, cpu, 2.0) and not compiles("auto", 2, cpu, None)
+    assert not compiles("auto", 3, cpu, 20.0) and not compiles("auto", 2, torch.device("cuda"), 20.0)
+    assert compiles(True, 3, cpu, None) and not compiles(False, 2, cpu, 15.0)
+    with pytest.raises(ValueError, match="compile"):
+        compiles("yes", 2, cpu, 15.0)
 
 
 @pytest.mark.slow

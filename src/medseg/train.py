@@ -83,8 +83,8 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     overlap: float = 0.5
     workers: int = 2
-    compile: bool = False                         # torch.compile the training step's network: ~30 s once,
-                                                  # then 1.24x per step (hippocampus plan, this CPU; BENCHMARKS.md)
+    compile: bool | str = "auto"                  # torch.compile the training step's network (~30 s once);
+                                                  # "auto": see `compiles` (BENCHMARKS.md)
     class_names: tuple[str, ...] | None = None    # names for classes 0..K-1 in logs and reports
     deep_supervision: bool = False                # unet/resunet: logits at every decoder scale in training
     loss_options: dict = field(default_factory=dict)  # make_loss options, e.g. {"alpha": 0.3, "beta": 0.7}
@@ -165,6 +165,28 @@ def pairs_of_split(pairs: list[CasePair], split: dict, data: Path) -> tuple[list
     if not split.get("train"):
         raise MedsegInputError(data, "the split has no training cases")
     return [by_id[c] for c in split["train"]], [by_id[c] for c in split.get("val", [])]
+
+
+COMPILE_MIN_MINUTES = 5.0  # compiling takes ~30 s: "auto" compiles only budgets where that is < 10 %
+
+
+def compiles(setting: bool | str, spatial_dims: int, device: torch.device, minutes: float | None) -> bool:
+    """Whether training steps run through `torch.compile`.
+
+    ``"auto"`` compiles 2D training on a CPU with a clock budget of at least COMPILE_MIN_MINUTES
+    and a C++ compiler on the PATH (inductor needs one): there a step of the planned 2D U-Nets
+    is 1.85-1.89x faster after ~30 s of compilation (BENCHMARKS.md, `benchmarks/step_2d.py`).
+    3D (1.24x, measured), GPUs and epoch-counted runs (the tests, the demo) stay eager unless asked.
+    """
+    if setting == "auto":
+        import shutil
+
+        has_compiler = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+        return (spatial_dims == 2 and device.type == "cpu" and minutes is not None
+                and minutes >= COMPILE_MIN_MINUTES and has_compiler)
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"compile must be True, False or 'auto', got {setting!r}")
 
 
 def choose_image_size(pairs: list[CasePair], requested: int | str | None) -> int | None:
@@ -399,7 +421,11 @@ class Trainer:
             self.autocast = choose_precision(cfg.precision, self.device, self.model, sample[:2].to(self.device))
         self.autocast = distributed.broadcast_object(self.autocast)  # a timed probe: rank 0 decides for all
         self.net = distributed.wrap(self.model, self.device)  # DDP for training steps; self.model saves
-        if cfg.compile:  # training steps only; validation and saving use the eager self.model
+        self.compiled = compiles(cfg.compile, self.spatial_dims, self.device, cfg.minutes)
+        if self.compiled:  # training steps only; validation and saving use the eager self.model
+            if cfg.compile == "auto":  # a compiler failure falls back to eager steps, never stops a run
+                import torch._dynamo as dynamo
+                dynamo.config.suppress_errors = True
             self.net = torch.compile(self.net)
         self.optimiser.zero_grad(set_to_none=True)
 
@@ -574,7 +600,7 @@ class Trainer:
                             if rate:
                                 bar.total = self.iteration + int(max(0, self.budget_left() - reserve) * rate)
                         rate_images += len(x)
-                        if cfg.compile and self.iteration == first_iteration:
+                        if self.compiled and self.iteration == first_iteration:
                             # the first compiled step includes compilation (~30 s): not a step's cost
                             rate_start, rate_images = time.perf_counter(), 0
                         elif not reserve_measured:  # a forward pass costs about a third of a step
