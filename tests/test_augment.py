@@ -42,6 +42,23 @@ def test_intensity_augmentation_disabled_is_identity():
     assert torch.equal(augment_intensity(x, torch.Generator(), AugmentConfig(enabled=False)), x)
 
 
+def test_unaugmented_patches_are_exact_crops_of_the_image():
+    """Patch centres snap to the voxel grid: without rotation or scaling a training patch holds
+    the image's own voxel values (no bilinear blur) and its label lines up with them."""
+    for shape, size in [((50, 40), (16, 16)), ((50, 40), (15, 17)), ((20, 18, 16), (8, 7, 6))]:
+        image, label = _ramp(shape)
+        label = label.clone()
+        label[label == 0] = 1  # every voxel foreground: both centre rules get drawn
+        sampler = PatchSampler([image], [label], size, 16, AugmentConfig(enabled=False), seed=3)
+        x, y = sampler.batch(torch.Generator().manual_seed(0))
+        values = torch.round(x[:, 0])
+        # bilinear blending of neighbours would leave fractions (a half-voxel offset: .5)
+        assert torch.allclose(x[:, 0], values, atol=1e-3), (shape, size)
+        expected = values.long() % 5
+        expected[expected == 0] = 1
+        assert torch.equal(y, expected), (shape, size)  # each label on its own voxel's value
+
+
 def test_sampler_oversamples_foreground_and_is_reproducible():
     labels = [torch.zeros(100, 100, dtype=torch.uint8) for _ in range(3)]
     for lab in labels:
@@ -113,3 +130,25 @@ def test_displacement_is_in_voxels_along_array_axes():
                                  torch.eye(2, dtype=torch.float64), shift)
     assert torch.allclose(patch[0], image[0, 21:37, 13:29], atol=1e-2)
     assert torch.equal(plabel, label[21:37, 13:29].long())
+
+
+def test_gaussian_blur_keeps_the_mean_and_removes_fine_detail():
+    from medseg.data.augment import gaussian_blur
+    for shape in [(2, 32, 24), (1, 12, 16, 20)]:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        y = gaussian_blur(x, 1.0)
+        assert y.shape == x.shape and y.dtype == x.dtype
+        assert torch.allclose(y.mean(dim=tuple(range(1, x.ndim))), x.mean(dim=tuple(range(1, x.ndim))), atol=0.02)
+        assert y.std() < 0.5 * x.std()  # white noise loses most of its variance
+    impulse = torch.zeros(1, 15, 15)
+    impulse[0, 7, 7] = 1
+    out = gaussian_blur(impulse, 1.0)[0]
+    assert torch.allclose(out, out.T) and torch.allclose(out, out.flip(0))  # isotropic, centred
+    assert abs(float(out.sum()) - 1) < 1e-5
+
+
+def test_noise_reaches_the_configured_variance():
+    cfg = AugmentConfig(p_brightness=0, p_contrast=0, p_gamma=0, p_blur=0, p_noise=1.0, noise_std=0.3)
+    stds = [float(augment_intensity(torch.zeros(1, 64, 64), torch.Generator().manual_seed(s), cfg).std())
+            for s in range(40)]
+    assert max(stds) > 0.25 and max(stds) < 0.31  # std drawn from U(0, 0.3)

@@ -39,6 +39,9 @@ class AugmentConfig:
     p_contrast: float = 0.15
     p_gamma: float = 0.3
     p_noise: float = 0.1
+    noise_std: float = 0.1            # noise std drawn from [0, this] (z-scored units)
+    p_blur: float = 0.0               # Gaussian blur (off by default; BENCHMARKS.md, ISBI), sigma in voxels
+    blur_sigma: tuple[float, float] = (0.5, 1.0)
     enabled: bool = True
 
 
@@ -150,7 +153,27 @@ def augment_intensity(patch: torch.Tensor, gen: torch.Generator, cfg: AugmentCon
         lo, hi = patch.min(), patch.max()
         span = (hi - lo).clamp_min(1e-6)
         patch = ((patch - lo) / span).pow(_uniform(gen, 0.7, 1.5)) * span + lo
+    if _chance(gen, cfg.p_blur):
+        patch = gaussian_blur(patch, _uniform(gen, *cfg.blur_sigma))
     if _chance(gen, cfg.p_noise):
-        sigma = _uniform(gen, 0.0, 0.1)
+        sigma = _uniform(gen, 0.0, cfg.noise_std)
         patch = patch + sigma * torch.randn(patch.shape, generator=gen)
     return patch
+
+
+def gaussian_blur(patch: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A (C, *spatial) patch smoothed by a Gaussian of `sigma` voxels along every spatial axis
+    (separable, mirrored edges): scans differ in sharpness between scanners and protocols."""
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    dims = patch.ndim - 1
+    out = patch.float()
+    for axis in range(dims):
+        moved = out.movedim(axis + 1, -1)
+        shape = moved.shape
+        rows = moved.reshape(-1, 1, shape[-1])
+        rows = F.conv1d(F.pad(rows, (radius, radius), mode="reflect"), kernel.view(1, 1, -1))
+        out = rows.reshape(shape).movedim(-1, axis + 1)
+    return out.to(patch.dtype).contiguous()

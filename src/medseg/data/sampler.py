@@ -29,6 +29,18 @@ def foreground_points(label: torch.Tensor, gen: torch.Generator) -> torch.Tensor
     return points
 
 
+def on_voxel_grid(centre: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
+    """The centre nearest to `centre` whose patch voxels (centre - half + 0.5 + i) fall on the
+    image's voxels: a patch that is not rotated or scaled is then an exact copy of the image.
+
+    Off the grid, bilinear resampling averages neighbouring voxels: a half-voxel offset is a
+    2x2 box blur, which thins one-voxel structures (membranes, vessels) in every training patch
+    but never at prediction time, and nearest-neighbour labels end up half a voxel off the image.
+    """
+    offset = half - 0.5
+    return torch.round(centre - offset) + offset
+
+
 class PatchSampler:
     """Draws (image, label) batches of `patch_size` patches from cases held in memory."""
 
@@ -56,12 +68,14 @@ class PatchSampler:
     def _centre(self, index: int, gen: torch.Generator) -> torch.Tensor:
         shape = torch.tensor(self.images[index].shape[1:], dtype=torch.float64)
         points = self.points[index]
-        if len(points) and float(torch.rand((), generator=gen)) < self.foreground_fraction:
-            return points[int(torch.randint(len(points), (), generator=gen))].to(torch.float64)
         half = torch.tensor(self.patch_size, dtype=torch.float64) / 2
-        lo = torch.minimum(half - 0.5, (shape - 1) / 2)
-        hi = torch.maximum(shape - half - 0.5, (shape - 1) / 2)
-        return lo + (hi - lo) * torch.rand(len(shape), generator=gen, dtype=torch.float64)
+        if len(points) and float(torch.rand((), generator=gen)) < self.foreground_fraction:
+            centre = points[int(torch.randint(len(points), (), generator=gen))].to(torch.float64)
+        else:
+            lo = torch.minimum(half - 0.5, (shape - 1) / 2)
+            hi = torch.maximum(shape - half - 0.5, (shape - 1) / 2)
+            centre = lo + (hi - lo) * torch.rand(len(shape), generator=gen, dtype=torch.float64)
+        return on_voxel_grid(centre, half)
 
     def batch(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
