@@ -109,7 +109,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         augment = dict(d.get("augment") or {})
-        for key in ("scale_range", "flip_axes"):
+        for key in ("scale_range", "flip_axes", "blur_sigma"):
             if isinstance(augment.get(key), list):
                 augment[key] = tuple(augment[key])
         d["augment"] = AugmentConfig(**augment)
