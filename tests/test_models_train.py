@@ -158,7 +158,8 @@ def test_compile_flag_and_the_auto_rule():
     has_compiler = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
     assert compiles("auto", 2, cpu, 15.0) is bool(has_compiler)
     assert not compiles("auto", 2, cpu, 2.0) and not compiles("auto", 2, cpu, None)
-    assert not compiles("auto", 3, cpu, 20.0) and not compiles("auto", 2, torch.device("cuda"), 20.0)
+    assert compiles("auto", 3, cpu, 20.0) is bool(has_compiler) and not compiles("auto", 3, cpu, 1.0)
+    assert not compiles("auto", 2, torch.device("cuda"), 20.0)
     assert compiles(True, 3, cpu, None) and not compiles(False, 2, cpu, 15.0)
     with pytest.raises(ValueError, match="compile"):
         compiles("yes", 2, cpu, 15.0)

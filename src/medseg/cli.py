@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="switch off augmentation")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the network for training steps: ~30 s of compilation, then 1.85x faster "
-                   "2D steps (1.24x in 3D) on a CPU; default: on for 2D CPU runs of --minutes 5 or more")
+                   "2D steps (1.59x in 3D) on a CPU; default: on for CPU runs of --minutes 5 or more")
     p.add_argument("--class-names", type=lambda t: tuple(n.strip() for n in t.split(",")),
                    help="names of classes 0..K-1 for logs and reports, e.g. background,liver,tumour")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation: average over flips (default: on for 2D images, off for volumes, "
                    "where it costs 8 network passes per window)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the network for tiled images (~20 s once, then 1.77x faster 3D windows "
+                   "on a CPU); default: on a CPU from the first case with 400 or more window passes")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay pictures")
     p.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
     p.add_argument("--format", dest="output_format", help="mask file type, e.g. .nii.gz, .nrrd, .mha, .png "
@@ -277,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                                   overwrite=args.overwrite, output_format=args.output_format,
                                   folds=list(args.folds) if args.folds else None,
                                   postprocess=not args.no_postprocess, backend=args.backend,
-                                  skip_empty=args.skip_empty)
+                                  skip_empty=args.skip_empty,
+                                  compile="auto" if args.compile is None else args.compile)
             print(f"{len(written)} mask(s) written to {args.out}")
         elif args.command == "export":
             from .onnx_backend import export_onnx

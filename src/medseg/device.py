@@ -82,3 +82,21 @@ def choose_precision(requested: str, device: torch.device, model: nn.Module | No
         bf16.append(_time_step(model, sample, torch.bfloat16))
     model.load_state_dict(weights)
     return torch.bfloat16 if min(bf16) < 0.8 * min(fp32) else None
+
+
+def has_cpp_compiler() -> bool:
+    """Whether a C++ compiler is on the PATH: torch.compile's CPU backend (inductor) needs one."""
+    import shutil
+
+    return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+
+
+def compile_model(model: nn.Module, fall_back: bool) -> nn.Module:
+    """`torch.compile(model)`; with `fall_back` a compiler failure runs the eager model instead of
+    raising (medseg's "auto" settings must never stop a run for an optimisation)."""
+    if fall_back:
+        import torch._dynamo as dynamo
+
+        dynamo.config.suppress_errors = True
+    return torch.compile(model)
+

@@ -9,6 +9,7 @@ as the input, NIfTI (``.nii.gz``) for DICOM series unless another `output_format
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,9 @@ from tqdm.auto import tqdm
 from .case import Case
 from .checkpoint import find_checkpoint, load_checkpoint
 from .data.preprocess import Preprocessor
-from .device import choose_precision, memory_format, resolve_device
+from .device import choose_precision, compile_model, has_cpp_compiler, memory_format, resolve_device
 from .errors import MedsegInputError
-from .inference import sliding_window
+from .inference import count_windows, mirror_sets, sliding_window
 from .io import write_mask
 from .io.dataset import read_image_channels
 from .io.layout import DatasetInfo, InputCase, prediction_inputs
@@ -46,11 +47,68 @@ def mirrors(mirror: bool | str, spatial_dims: int) -> bool:
     raise ValueError(f"mirror must be True, False or 'auto', got {mirror!r}")
 
 
+# "auto" compiles when the work still ahead repays it: compiling a 3D U-Net took ~16 s here,
+# after which its windows ran 1.77x faster, i.e. in 43 % less time (benchmarks/profile_unet.py,
+# benchmarks/predict_compile.py); BENCHMARKS.md
+COMPILE_COST_S = 20.0
+COMPILE_SAVES = 0.43
+
+
+class CompilingNetwork:
+    """Runs `model` eagerly and switches to `torch.compile(model)` for one input shape once the
+    calls still expected with that shape would, at their measured eager time, save more than the
+    compilation costs (`COMPILE_COST_S`); `at_once` compiles at the first call instead.
+
+    The caller says how many calls lie ahead (`expect`): the sliding window's full batches of
+    patch-sized windows, in this case and, estimated from it, the cases still to come. Only that
+    shape compiles; short last batches and images run whole (their shapes vary) stay eager and
+    never trigger a recompilation.
+    """
+
+    def __init__(self, model: torch.nn.Module, at_once: bool, fall_back: bool):
+        self.model, self.at_once, self.fall_back = model, at_once, fall_back
+        self.compiled: torch.nn.Module | None = None
+        self.shape: tuple[int, ...] | None = None
+        self.ahead: dict[tuple[int, ...], int] = {}
+        self.seen: set[tuple[int, ...]] = set()
+
+    def expect(self, shape: tuple[int, ...], calls: int) -> None:
+        """`calls` more calls with inputs of `shape` are coming (replaces the earlier figure)."""
+        self.ahead = {tuple(shape): calls}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        key = tuple(x.shape)
+        if key in self.ahead:
+            self.ahead[key] = max(0, self.ahead[key] - 1)
+        if self.compiled is not None:
+            return self.compiled(x) if key == self.shape else self.model(x)
+        if self.at_once:
+            self.compiled, self.shape = compile_model(self.model, self.fall_back), key
+            return self.compiled(x)
+        start = time.perf_counter()
+        out = self.model(x)
+        seconds = time.perf_counter() - start
+        warm = key in self.seen  # a shape's first call also sets up its kernels: not its cost
+        self.seen.add(key)
+        if warm and self.ahead.get(key, 0) * seconds * COMPILE_SAVES > COMPILE_COST_S:
+            self.compiled, self.shape = compile_model(self.model, self.fall_back), key
+        return out
+
+
+def prediction_network(model, setting: bool | str, device: torch.device, backend: str):
+    """The callable that runs the windows: the model, or a `CompilingNetwork` around it."""
+    if setting not in ("auto", True, False):
+        raise ValueError(f"compile must be True, False or 'auto', got {setting!r}")
+    if backend != "torch" or setting is False or (setting == "auto" and not (device.type == "cpu" and has_cpp_compiler())):
+        return model
+    return CompilingNetwork(model, at_once=setting is True, fall_back=setting == "auto")
+
+
 class _Member:
     """One trained model with its own preprocessing (a run, or one fold of a cross-validation)."""
 
     def __init__(self, run: Path, checkpoint: str, device: torch.device, mirror: bool | str, precision: str,
-                 backend: str = "torch"):
+                 backend: str = "torch", compile: bool | str = False):
         self.checkpoint_path = find_checkpoint(run, checkpoint)
         state = load_checkpoint(self.checkpoint_path)
         self.state = state
@@ -73,6 +131,7 @@ class _Member:
             from .onnx_backend import onnx_model_for
             self.model = onnx_model_for(run, checkpoint, state, self.checkpoint_path)
             self.autocast = None
+        self.network = prediction_network(self.model, compile, device, backend)
 
 
 class Predictor:
@@ -87,7 +146,7 @@ class Predictor:
     def __init__(self, run: str | os.PathLike, *, checkpoint: str = "best", device: str = "auto",
                  overlap: float = 0.5, mirror: bool | str = "auto", precision: str = "auto",
                  folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch",
-                 skip_empty: bool = False, batch_size: int = 4):
+                 skip_empty: bool = False, batch_size: int = 4, compile: bool | str = "auto"):
         self.run = Path(run)
         self.device = resolve_device(device)
         runs = member_runs(self.run, folds)
@@ -98,7 +157,7 @@ class Predictor:
                 raise ValueError("the onnx backend runs on the CPU; use --device cpu (or the torch backend on GPUs)")
             self.device = torch.device("cpu")
         self.backend = backend
-        self.members = [_Member(r, checkpoint, self.device, mirror, precision, backend) for r in runs]
+        self.members = [_Member(r, checkpoint, self.device, mirror, precision, backend, compile) for r in runs]
         first = self.members[0].state
         self.checkpoint_path = self.members[0].checkpoint_path
         self.in_channels = int(first["in_channels"])
@@ -120,6 +179,7 @@ class Predictor:
         # windows of pure background not run: off by default, it changed masks of the BraTS run (BENCHMARKS.md)
         self.skip_empty = skip_empty
         self.batch_size = batch_size
+        self.cases_ahead = 0  # cases still to come after this one (`predict` sets it): compile="auto" weighs them
         self.postprocessing = read_postprocessing(self.run) if postprocess else None
 
     @torch.inference_mode()
@@ -147,7 +207,12 @@ class Predictor:
         box = resampled.box
         image = member.pre.normalise(resampled.image)
         del resampled
-        probs = sliding_window(member.model, image, member.patch_size, overlap=self.overlap,
+        if isinstance(member.network, CompilingNetwork) and any(s > p for s, p in zip(image.shape[1:], member.patch_size)):
+            windows = count_windows(tuple(image.shape[1:]), member.patch_size, self.overlap)
+            calls = windows // self.batch_size * len(mirror_sets(member.mirror_axes))  # full batches
+            shape = (self.batch_size, image.shape[0], *member.patch_size)
+            member.network.expect(shape, calls * (1 + self.cases_ahead))  # later cases: like this one
+        probs = sliding_window(member.network, image, member.patch_size, overlap=self.overlap,
                                mirror_axes=member.mirror_axes, divisor=member.divisor, device=self.device,
                                autocast_dtype=member.autocast, batch_size=self.batch_size,
                                out_dtype=dtype, skip_empty=self.skip_empty)
@@ -221,7 +286,7 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
             device: str = "auto", checkpoint: str = "best", overlap: float = 0.5, mirror: bool | str = "auto",
             overlays: bool = True, overwrite: bool = False, output_format: str | None = None,
             folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch",
-            skip_empty: bool = False) -> list[Path]:
+            skip_empty: bool = False, compile: bool | str = "auto") -> list[Path]:
     """Segment an image or volume file, a DICOM series folder, or a folder of them; returns the
     written mask paths.
 
@@ -229,9 +294,13 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
     three orthogonal slices through the predicted structure). Existing files are never replaced
     unless `overwrite`, and an input file is never written over in any case. `skip_empty=True`
     does not run the network on windows that hold nothing but background (`Predictor`).
+    `compile`: "auto" switches the windows to `torch.compile` on a CPU once the windows still
+    ahead (this case's, and as many for every case to come) would repay the compilation
+    (`CompilingNetwork`); True compiles at once; False never.
     """
     predictor = Predictor(run, checkpoint=checkpoint, device=device, overlap=overlap, mirror=mirror,
-                          folds=folds, postprocess=postprocess, backend=backend, skip_empty=skip_empty)
+                          folds=folds, postprocess=postprocess, backend=backend, skip_empty=skip_empty,
+                          compile=compile)
     items = prediction_inputs(inputs, predictor.in_channels, predictor.dataset.channel_names)
     out = Path(out)
     targets = [out / f"{item.case_id}{output_suffix(item, output_format)}" for item in items]
@@ -248,7 +317,9 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
             raise FileExistsError(f"{existing[0]}: already exists ({len(existing)} of the masks to write do); "
                                   "use --overwrite to replace them or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    for item, target in tqdm(list(zip(items, targets)), desc="predicting", unit="case", disable=None):
+    for index, (item, target) in enumerate(tqdm(list(zip(items, targets)), desc="predicting", unit="case",
+                                                 disable=None)):
+        predictor.cases_ahead = len(items) - index - 1
         case = read_input_case(item, predictor.in_channels)
         mask = predictor.segment(case)
         write_mask(target, mask, case.meta)

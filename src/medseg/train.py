@@ -34,7 +34,7 @@ from .data.cache import CaseCache, case_key, default_cache_dir
 from .data.preprocess import Preprocessor, ct_statistics
 from .data.sampler import PatchSampler, Prefetcher
 from . import distributed
-from .device import choose_precision, memory_format, resolve_device
+from .device import choose_precision, compile_model, has_cpp_compiler, memory_format, resolve_device
 from .errors import MedsegInputError
 from .evaluate import default_class_names
 from .inference import count_windows, sliding_window
@@ -173,17 +173,15 @@ COMPILE_MIN_MINUTES = 5.0  # compiling takes ~30 s: "auto" compiles only budgets
 def compiles(setting: bool | str, spatial_dims: int, device: torch.device, minutes: float | None) -> bool:
     """Whether training steps run through `torch.compile`.
 
-    ``"auto"`` compiles 2D training on a CPU with a clock budget of at least COMPILE_MIN_MINUTES
-    and a C++ compiler on the PATH (inductor needs one): there a step of the planned 2D U-Nets
-    is 1.85-1.89x faster after ~30 s of compilation (BENCHMARKS.md, `benchmarks/step_2d.py`).
-    3D (1.24x, measured), GPUs and epoch-counted runs (the tests, the demo) stay eager unless asked.
+    ``"auto"`` compiles training on a CPU with a clock budget of at least COMPILE_MIN_MINUTES
+    and a C++ compiler on the PATH (inductor needs one): after ~30 s of compilation a step of
+    the planned 2D U-Nets is 1.85-1.89x faster (`benchmarks/step_2d.py`) and of the 3D
+    hippocampus U-Net 1.59x (`benchmarks/profile_unet.py`; BENCHMARKS.md). GPUs and
+    epoch-counted runs (the tests, the demo) stay eager unless asked.
     """
     if setting == "auto":
-        import shutil
-
-        has_compiler = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
-        return (spatial_dims == 2 and device.type == "cpu" and minutes is not None
-                and minutes >= COMPILE_MIN_MINUTES and has_compiler)
+        return (spatial_dims in (2, 3) and device.type == "cpu" and minutes is not None
+                and minutes >= COMPILE_MIN_MINUTES and has_cpp_compiler())
     if isinstance(setting, bool):
         return setting
     raise ValueError(f"compile must be True, False or 'auto', got {setting!r}")
@@ -423,10 +421,7 @@ class Trainer:
         self.net = distributed.wrap(self.model, self.device)  # DDP for training steps; self.model saves
         self.compiled = compiles(cfg.compile, self.spatial_dims, self.device, cfg.minutes)
         if self.compiled:  # training steps only; validation and saving use the eager self.model
-            if cfg.compile == "auto":  # a compiler failure falls back to eager steps, never stops a run
-                import torch._dynamo as dynamo
-                dynamo.config.suppress_errors = True
-            self.net = torch.compile(self.net)
+            self.net = compile_model(self.net, fall_back=cfg.compile == "auto")
         self.optimiser.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------ schedule
