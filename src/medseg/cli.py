@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation: average over flips (default: on for 2D images, off for volumes, "
                    "where it costs 8 network passes per window)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the network for tiled images (~20 s once, then 1.77x faster 3D windows "
-                   "on a CPU); default: on a CPU from the first case with 400 or more window passes")
+                   help="torch.compile the sliding-window network (~18 s once, then 1.77x faster 3D windows on a "
+                   "CPU); default: on a CPU once the windows still ahead repay the compilation (folders, big volumes)")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay pictures")
     p.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
     p.add_argument("--format", dest="output_format", help="mask file type, e.g. .nii.gz, .nrrd, .mha, .png "

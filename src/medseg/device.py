@@ -99,4 +99,3 @@ def compile_model(model: nn.Module, fall_back: bool) -> nn.Module:
 
         dynamo.config.suppress_errors = True
     return torch.compile(model)
-

@@ -47,7 +47,7 @@ def mirrors(mirror: bool | str, spatial_dims: int) -> bool:
     raise ValueError(f"mirror must be True, False or 'auto', got {mirror!r}")
 
 
-# "auto" compiles when the work still ahead repays it: compiling a 3D U-Net took ~16 s here,
+# "auto" compiles when the work still ahead repays it: compiling a 3D U-Net took ~18 s here,
 # after which its windows ran 1.77x faster, i.e. in 43 % less time (benchmarks/profile_unet.py,
 # benchmarks/predict_compile.py); BENCHMARKS.md
 COMPILE_COST_S = 20.0

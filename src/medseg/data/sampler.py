@@ -34,8 +34,9 @@ def on_voxel_grid(centre: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
     image's voxels: a patch that is not rotated or scaled is then an exact copy of the image.
 
     Off the grid, bilinear resampling averages neighbouring voxels: a half-voxel offset is a
-    2x2 box blur, which thins one-voxel structures (membranes, vessels) in every training patch
-    but never at prediction time, and nearest-neighbour labels end up half a voxel off the image.
+    2x2 box blur of thin structures (membranes, vessels) in training patches that prediction
+    never sees, and nearest-neighbour labels at half-way points (rounded half to even) double
+    some rows and drop others.
     """
     offset = half - 0.5
     return torch.round(centre - offset) + offset
