@@ -74,3 +74,20 @@ def hippocampus_msd(dst: Path, cases: list[str] = HIPPOCAMPUS_CASES) -> Path:
 @pytest.fixture
 def hippo_small(tmp_path: Path) -> Path:
     return hippocampus_msd(tmp_path / "hippo_small")
+
+
+def crash_after_first_epoch(monkeypatch, train) -> None:
+    """Call `train()` with the trainer dying right after its first epoch's checkpoint and log
+    row, as a killed process would; the trainer is whole again afterwards."""
+    from medseg.train import Trainer
+
+    original_log = Trainer.log
+
+    def crash(self, row):
+        original_log(self, row)
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(Trainer, "log", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train()
+    monkeypatch.setattr(Trainer, "log", original_log)

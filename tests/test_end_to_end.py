@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 import medseg
+from conftest import crash_after_first_epoch
 from medseg.checkpoint import load_checkpoint
 from medseg.errors import MedsegInputError
-from medseg.train import Trainer
 
 TINY = dict(features=(8, 16, 32), batch_size=2, patch_size=(64, 64), iterations_per_epoch=3, val_fraction=0.4)
 
@@ -73,17 +73,7 @@ def test_resumed_run_matches_uninterrupted_run(isbi_small: Path, tmp_path: Path,
     monkeypatch.setattr(sys.modules["medseg.train"], "choose_precision", lambda *a, **k: None)
     medseg.train(isbi_small, tmp_path / "a", epochs=2, **opts)
 
-    # crash right after the first epoch's checkpoint, as a killed process would
-    original_log = Trainer.log
-
-    def crash_after_first_epoch(self, row):
-        original_log(self, row)
-        raise KeyboardInterrupt("simulated crash")
-
-    monkeypatch.setattr(Trainer, "log", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        medseg.train(isbi_small, tmp_path / "b", epochs=2, **opts)
-    monkeypatch.setattr(Trainer, "log", original_log)
+    crash_after_first_epoch(monkeypatch, lambda: medseg.train(isbi_small, tmp_path / "b", epochs=2, **opts))
     assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["epoch"] == 1
     assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["autocast"] == "fp32"
 

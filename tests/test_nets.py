@@ -45,9 +45,20 @@ def test_instance_norm_matches_torch_and_keeps_channels_last():
             ours.weight.uniform_(0.5, 2); ours.bias.uniform_(-1, 1)
         ref.load_state_dict(ours.state_dict())
         assert torch.allclose(ours(x), ref(x), atol=1e-5)
+        with torch.inference_mode():  # the inference path computes its statistics in two passes
+            assert torch.allclose(ours(x), ref(x), atol=1e-5)
     fmt = torch.channels_last_3d
     x = torch.randn(2, 4, 6, 6, 6).to(memory_format=fmt)
     assert InstanceNorm(4)(x).is_contiguous(memory_format=fmt)
+    with torch.no_grad():
+        assert InstanceNorm(4)(x).is_contiguous(memory_format=fmt)
+    # a channel whose mean is 10^4 times its spread keeps its statistics (E[x²] - E[x]² would not)
+    x = torch.randn(1, 1, 16, 16, 16) * 0.01 + 100
+    with torch.no_grad():
+        out = InstanceNorm(1)(x)
+    xd = x.double()
+    expected = (xd - xd.mean()) / (xd.var(correction=0) + 1e-5).sqrt()
+    assert torch.allclose(out.double(), expected, atol=1e-2)  # float32 means of values near 100
 
 
 # ---------------------------------------------------------------------------------------------
