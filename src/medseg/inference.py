@@ -41,6 +41,17 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     return [round(i * (size - patch) / (count - 1)) for i in range(count)]
 
 
+def windows_per_call(patch_size: Sequence[int]) -> int:
+    """How many windows to run per network call: about 256k voxels, 2 to 8 windows.
+
+    Larger batches outgrow the caches: on this 2-core CPU a 56³ window took 88 ms in batches of
+    2 and 115 ms in batches of 4, a 40x56x40 one 41 ms vs 44 ms (4: 56 ms at 8), and 120² windows
+    ran alike in batches of 4 and 8 but slower in 16 or 32 (BENCHMARKS.md, "Window batch"). A
+    single window leaves one of the two cores idle in parts of the network, hence at least 2.
+    """
+    return int(max(2, min(8, 2**18 // max(1, math.prod(int(p) for p in patch_size)))))
+
+
 def count_windows(shape: Sequence[int], patch_size: Sequence[int], overlap: float) -> int:
     """How many network passes `sliding_window` makes for an image of `shape` (no mirroring)."""
     if all(s <= p for s, p in zip(shape, patch_size)):
@@ -142,7 +153,7 @@ def sliding_window(
     patch_size: Sequence[int],
     *,
     overlap: float = 0.5,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     mirror_axes: Sequence[int] = (),
     divisor: int | Sequence[int] = 16,
     device: torch.device | str = "cpu",
@@ -158,8 +169,10 @@ def sliding_window(
     Blending is float32 whatever `out_dtype` is (float16 halves the output, rounding each
     probability once, by at most 2.5e-4). `skip_empty`: a window in which every voxel equals
     its channel's minimum (`empty_value`) is not run; it counts as background with probability 1.
+    `batch_size`: windows per network call, None for `windows_per_call(patch_size)`.
     """
     device = torch.device(device)
+    batch_size = batch_size or windows_per_call(patch_size)
     spatial = tuple(image.shape[1:])
     if all(s <= p for s, p in zip(spatial, patch_size)):
         per_axis = (divisor,) * len(spatial) if isinstance(divisor, int) else tuple(divisor)

@@ -21,7 +21,7 @@ from .checkpoint import find_checkpoint, load_checkpoint
 from .data.preprocess import Preprocessor
 from .device import choose_precision, compile_model, has_cpp_compiler, memory_format, resolve_device
 from .errors import MedsegInputError
-from .inference import count_windows, mirror_sets, sliding_window
+from .inference import count_windows, mirror_sets, sliding_window, windows_per_call
 from .io import write_mask
 from .io.dataset import read_image_channels
 from .io.layout import DatasetInfo, InputCase, prediction_inputs
@@ -143,12 +143,13 @@ class Predictor:
     probabilities of every finished fold (or of `folds`) are averaged, each fold preprocessing
     the case its own way. The postprocessing stored with the run (RUN/postprocessing.json,
     chosen on validation data) is applied to the masks unless `postprocess=False`.
+    `batch_size`: windows per network call; None picks it from the patch (`windows_per_call`).
     """
 
     def __init__(self, run: str | os.PathLike, *, checkpoint: str = "best", device: str = "auto",
                  overlap: float = 0.5, mirror: bool | str = "auto", precision: str = "auto",
                  folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch",
-                 skip_empty: bool = False, batch_size: int = 4, compile: bool | str = "auto"):
+                 skip_empty: bool = False, batch_size: int | None = None, compile: bool | str = "auto"):
         self.run = Path(run)
         self.device = resolve_device(device)
         runs = member_runs(self.run, folds)
@@ -180,7 +181,7 @@ class Predictor:
         self.overlap = overlap
         # windows of pure background not run: off by default, it changed masks of the BraTS run (BENCHMARKS.md)
         self.skip_empty = skip_empty
-        self.batch_size = batch_size
+        self.batch_size = batch_size or windows_per_call(self.patch_size)  # windows per network call
         self.cases_ahead = 0  # cases still to come after this one (`predict` sets it): compile="auto" weighs them
         self.postprocessing = read_postprocessing(self.run) if postprocess else None
 

@@ -467,7 +467,7 @@ class Trainer:
         for image, label in zip(self.val_images, self.val_labels):
             probs = sliding_window(model, image, self.config.patch_size, overlap=self.config.overlap,
                                    divisor=axis_divisors(model, self.spatial_dims), device=self.device,
-                                   autocast_dtype=self.autocast, batch_size=self.config.batch_size)
+                                   autocast_dtype=self.autocast)
             target = label.long()[None]
             with torch.no_grad():
                 total_loss += float(self.loss_fn(torch.log(probs.clamp_min(1e-8))[None], target))

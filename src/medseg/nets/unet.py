@@ -19,7 +19,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+from .conv import Conv2d, Conv3d
+
+_CONV = {2: Conv2d, 3: Conv3d}
 _CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 
