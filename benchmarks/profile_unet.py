@@ -11,7 +11,12 @@ network on its own at its real shape, so each gap to the peak has a number:
 
 Cases (the shapes of today's plans):
   train    hippocampus plan: U-Net 16-128, 1 -> 3 classes, batch 2 x 40x56x40, Dice+CE, AdamW
-  predict  BraTS plan (30-minute model): U-Net 16-128, 4 -> 5 classes, batch 4 x 56^3 windows
+  predict  BraTS plan (30-minute model): U-Net 16-128, 4 -> 5 classes, 56^3 windows in batches of
+           `windows_per_call` (2; session 8 and before: 4)
+  predict_one_window  hippocampus plan, one 40x56x40 window (a case that fits the patch)
+
+The peak is measured in this process before and after the cases; the higher of the two is the
+yardstick (the host's speed drifts by several per cent within minutes).
 
 Variants: eager (what medseg runs by default in 3D) and `torch.compile` (inductor).
 
@@ -36,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conv_peak import machine_info, measure_conv_peak  # noqa: E402
 
+from medseg.inference import windows_per_call  # noqa: E402
 from medseg.losses import make_loss  # noqa: E402
 from medseg.nets import build_model  # noqa: E402
 
@@ -43,8 +49,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FMT = torch.channels_last_3d
 
 CASES = {
-    "train": {"in_channels": 1, "classes": 3, "batch": 2, "patch": (40, 56, 40)},
-    "predict": {"in_channels": 4, "classes": 5, "batch": 4, "patch": (56, 56, 56)},
+    "train": {"mode": "train", "in_channels": 1, "classes": 3, "batch": 2, "patch": (40, 56, 40)},
+    "predict": {"mode": "predict", "in_channels": 4, "classes": 5, "batch": windows_per_call((56, 56, 56)),
+                "patch": (56, 56, 56)},
+    "predict_one_window": {"mode": "predict", "in_channels": 1, "classes": 3, "batch": 1, "patch": (40, 56, 40)},
 }
 
 # operator name fragments -> part of the step (first match wins; self time, so nothing counts twice)
@@ -176,35 +184,47 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "profile_unet.json")
     args = parser.parse_args()
 
-    peak = measure_conv_peak(3)
-    print(f"fp32 3D conv peak measured now: {peak:.1f} GFLOP/s")
-    results = {"benchmark": "profile_unet", "peak_gflops": peak, "machine": machine_info(),
+    peak_before = measure_conv_peak(3)
+    print(f"fp32 3D conv peak measured now: {peak_before:.1f} GFLOP/s")
+    results = {"benchmark": "profile_unet", "peak_gflops": peak_before, "machine": machine_info(),
                "torch": torch.__version__, "cases": {}}
-    for mode, case in CASES.items():
+    cases = {}
+    for name, case in CASES.items():
+        mode = case["mode"]
         entry = {"case": {k: list(v) if isinstance(v, tuple) else v for k, v in case.items()}, "variants": {}}
         for compiled in (False,) if args.no_compile else (False, True):
             run, flops, model, x = step_fn(case, mode, compiled)
             seconds = median_time(run, args.steps)
             shares, top = profile_parts(run, max(2, args.steps // 2))
-            name = "compiled" if compiled else "eager"
-            entry["variants"][name] = {"s": round(seconds, 4), "gflop": round(flops / 1e9, 2),
+            variant = "compiled" if compiled else "eager"
+            entry["variants"][variant] = {"s": round(seconds, 4), "gflop": round(flops / 1e9, 2),
                                        "gflops": round(flops / seconds / 1e9, 1),
-                                       "of_peak": round(flops / seconds / 1e9 / peak, 4),
+                                       "of_peak": round(flops / seconds / 1e9 / peak_before, 4),
                                        "time_shares": shares, "top_ops": top}
-            print(f"{mode:8s} {name:8s} {seconds * 1000:7.1f} ms  {flops / seconds / 1e9:6.1f} GFLOP/s  "
-                  f"{100 * flops / seconds / 1e9 / peak:5.1f} % of peak  parts: "
+            print(f"{name:8s} {variant:8s} {seconds * 1000:7.1f} ms  {flops / seconds / 1e9:6.1f} GFLOP/s  "
+                  f"{100 * flops / seconds / 1e9 / peak_before:5.1f} % of peak  parts: "
                   + ", ".join(f"{k} {100 * v:.0f} %" for k, v in list(shares.items())[:4]), flush=True)
-        layers = layer_table(network(case) if mode == "predict" else model, x, mode, repeats=3)
+        layers = layer_table(network(case) if mode != "train" else model, x, mode, repeats=3)
         conv_flops = sum(r["flops"] for r in layers)
         conv_s = sum(r["s"] for r in layers)
         entry["conv_layers"] = layers
         entry["conv_layers_gflops"] = round(conv_flops / conv_s / 1e9, 1)
-        entry["conv_layers_of_peak"] = round(conv_flops / conv_s / 1e9 / peak, 4)
-        print(f"{mode:8s} conv layers alone: {conv_flops / conv_s / 1e9:.1f} GFLOP/s "
-              f"({100 * conv_flops / conv_s / 1e9 / peak:.0f} % of peak); slowest per FLOP:")
+        entry["conv_layers_of_peak"] = round(conv_flops / conv_s / 1e9 / peak_before, 4)
+        print(f"{name:8s} conv layers alone: {conv_flops / conv_s / 1e9:.1f} GFLOP/s "
+              f"({100 * conv_flops / conv_s / 1e9 / peak_before:.0f} % of peak); slowest per FLOP:")
         for r in sorted(layers, key=lambda r: r["gflops"])[:4]:
             print(f"    {r['layer']:48s} {r['gflops']:6.1f} GFLOP/s")
-        results["cases"][mode] = entry
+        cases[name] = entry
+    peak_after = measure_conv_peak(3)
+    peak = max(peak_before, peak_after)
+    print(f"fp32 3D conv peak measured after the cases: {peak_after:.1f} GFLOP/s; yardstick {peak:.1f}")
+    for name, entry in cases.items():   # fractions against the higher of the two peaks
+        for v in entry["variants"].values():
+            v["of_peak"] = round(v["gflops"] / peak, 4)
+        entry["conv_layers_of_peak"] = round(entry["conv_layers_gflops"] / peak, 4)
+        print(f"{name:20s} " + ", ".join(f"{k} {100 * v['of_peak']:.1f} %" for k, v in entry["variants"].items())
+              + f" of {peak:.1f} GFLOP/s")
+    results.update(peak_gflops=peak, peak_gflops_before=peak_before, peak_gflops_after=peak_after, cases=cases)
     results["machine"]["load_average_after"] = [round(v, 2) for v in __import__("os").getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

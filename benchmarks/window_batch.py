@@ -4,10 +4,11 @@
         --case brats=/work/scratch/brats_run:/work/scratch/brats/imagesTs/brats_2013_pat0001_1_0000.nii.gz,/work/scratch/brats/imagesTs/brats_2013_pat0001_1_0001.nii.gz \\
         --case ct=/work/scratch/s4/helperC/pm/run:/work/scratch/s4/helperC/pm/ct_volume.nii.gz --ct-slices 96
 
-`medseg.Predictor.probabilities` on one case per run with windows batched 1, 2, 4 (the default)
-and 8 at a time, and with 1 and 2 intra-op threads at the default batch; the settings take
-turns within each round (`--rounds`), and the median per setting is reported with its ratio to
-the default (batch 4, all cores). `--ct-slices N` keeps N middle slices of a volume so a
+`medseg.Predictor.probabilities` on one case per run with windows batched 1, 2, 4 and 8 at a
+time, and with fewer intra-op threads at the default batch (`windows_per_call` of the run's
+patch: 2 for 56³ windows; it was a fixed 4 until session 9); the settings take turns within each
+round (`--rounds`), and the median per setting is reported with its ratio to the default
+(`windows_per_call`, all cores). `--ct-slices N` keeps N middle slices of a volume so a
 CT-sized case fits the time (the windows are the same shape; there are fewer of them).
 Writes benchmarks/results/window_batch.json.
 """
@@ -26,6 +27,7 @@ import torch
 
 from medseg.case import Case
 from medseg.io.dataset import read_image_channels
+from medseg.inference import windows_per_call
 from medseg.predict import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,13 +50,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "window_batch.json")
     args = ap.parse_args()
     cores = torch.get_num_threads()
-    settings = [(b, cores) for b in map(int, args.batches.split(","))] + [(4, t) for t in range(1, cores) if t != cores]
     results = {}
     for spec in args.case:
         name, rest = spec.split("=", 1)
         run, files = rest.split(":", 1)
         case = load_case([Path(f) for f in files.split(",")], args.ct_slices if name == "ct" else None)
         predictor = Predictor(run, device="cpu")
+        chosen = windows_per_call(predictor.patch_size)
+        settings = [(b, cores) for b in map(int, args.batches.split(","))] + [(chosen, t) for t in range(1, cores)]
         times: dict[str, list[float]] = {f"batch {b}, {t} thread(s)": [] for b, t in settings}
         reference = None
         for r in range(args.rounds):
@@ -70,12 +73,13 @@ def main() -> None:
                     assert torch.allclose(probs, reference, atol=1e-4), "batching changed the probabilities"
                 del probs
         torch.set_num_threads(cores)
-        default = statistics.median(times[f"batch 4, {cores} thread(s)"])
-        results[name] = {"shape": list(case.image.shape), "run": run,
+        default = statistics.median(times[f"batch {chosen}, {cores} thread(s)"])
+        results[name] = {"shape": list(case.image.shape), "run": run, "patch": list(predictor.patch_size),
+                         "default_batch": chosen,
                          "median_s": {k: statistics.median(v) for k, v in times.items()},
                          "all_s": times,
                          "ratio_to_default": {k: statistics.median(v) / default for k, v in times.items()}}
-        print(f"\n{name} {tuple(case.image.shape)}  (ratio: time / time at batch 4, {cores} threads)")
+        print(f"\n{name} {tuple(case.image.shape)}  (ratio: time / time at batch {chosen}, {cores} threads)")
         for k, v in results[name]["median_s"].items():
             print(f"  {k:<24} {v:8.2f} s  {results[name]['ratio_to_default'][k]:5.2f}")
     record = {"benchmark": "window_batch",

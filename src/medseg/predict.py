@@ -48,12 +48,12 @@ def mirrors(mirror: bool | str, spatial_dims: int) -> bool:
 
 
 # "auto" compiles when the work still ahead repays it: compiling a 3D U-Net takes ~18 s here.
-# Compiled windows ran 1.77x faster while the eager instance norm used var_mean (session 7); with
-# its two-pass statistics the eager windows are within 6 % of compiled ones (348 vs 328 ms a
-# batch of four 56³ windows, benchmarks/profile_unet.py), so compiling now pays only for jobs of
-# dozens of volumes; BENCHMARKS.md
+# Compiled windows ran 1.77x faster while the eager instance norm used var_mean (session 7), 6 %
+# faster once it took two passes (session 8), and with windows in pairs (`windows_per_call`,
+# session 9) between 4 % faster and 10 % slower (benchmarks/profile_unet.py): so "auto" compiles
+# only for jobs of about a thousand seconds of windows; BENCHMARKS.md
 COMPILE_COST_S = 20.0
-COMPILE_SAVES = 0.06
+COMPILE_SAVES = 0.02
 
 
 class CompilingNetwork:

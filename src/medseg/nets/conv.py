@@ -8,12 +8,21 @@ one window took 135 ms instead of 98 ms here (BENCHMARKS.md, "Window batch"); a 
 in one window (MSD Hippocampus) is always batch 1. These classes route exactly that situation
 (CPU, float32, batch 1, no autograd, no autocast, not being traced, exported or compiled) to
 oneDNN, which gives the same result within float rounding; everything else is `nn.ConvNd`'s
-own path. Parameters and state-dict keys are those of `nn.Conv2d` / `nn.Conv3d`.
+own path. Parameters and state-dict keys are those of `nn.Conv2d` / `nn.Conv3d`. The direct
+oneDNN call gets a FLOP formula, so `torch.utils.flop_counter` counts these layers as before.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import conv_flop_count, register_flop_formula
+
+
+@register_flop_formula(torch.ops.aten.mkldnn_convolution)
+def _onednn_conv_flop(x_shape, w_shape, _bias, _padding, _stride, _dilation, _groups, *args,
+                      out_shape=None, **kwargs) -> int:
+    """FLOPs of a direct oneDNN convolution: the same count as for `aten.convolution`."""
+    return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
 
 
 def single_window_on_onednn(conv: nn.modules.conv._ConvNd, x: torch.Tensor) -> bool:
