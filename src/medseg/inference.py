@@ -44,10 +44,11 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
 def windows_per_call(patch_size: Sequence[int]) -> int:
     """How many windows to run per network call: about 256k voxels, 2 to 8 windows.
 
-    Larger batches outgrow the caches: on this 2-core CPU a 56³ window took 88 ms in batches of
-    2 and 115 ms in batches of 4, a 40x56x40 one 41 ms vs 44 ms (4: 56 ms at 8), and 120² windows
-    ran alike in batches of 4 and 8 but slower in 16 or 32 (BENCHMARKS.md, "Window batch"). A
-    single window leaves one of the two cores idle in parts of the network, hence at least 2.
+    Larger batches outgrow the caches. On this 2-core CPU a 56³ window took 88 ms in pairs and
+    115 ms in fours; a 40x56x40 one 41 ms in pairs, 44 ms in fours and 56 ms in eights; 120²
+    windows ran alike in fours and eights, slower in 16s or 32s (BENCHMARKS.md, "Session 9:
+    windows in pairs"). Single windows ran 11 % slower per window than pairs, hence at least 2.
+    Measured on a CPU; on a GPU, where larger batches pay, pass a batch size of your own.
     """
     return int(max(2, min(8, 2**18 // max(1, math.prod(int(p) for p in patch_size)))))
 

@@ -4,7 +4,7 @@ PyTorch picks its CPU convolution kernel with a rule written for 2D batches: a f
 batch 1 with a 3x3 kernel goes to the unvectorised reference kernel (`slow_conv3d_forward`)
 whenever batch x channels x the first two spatial sizes is at most 20480. In a 3D U-Net that is
 the first layer (2-4 channels at 56 voxels), the 64-channel layers at 14³ and the bottleneck, so
-one window took 135 ms instead of 98 ms here (BENCHMARKS.md, "Window batch"); a case that fits
+one 56³ window took 135 ms instead of 98 ms here (BENCHMARKS.md, "Session 9"); a case that fits
 in one window (MSD Hippocampus) is always batch 1. These classes route exactly that situation
 (CPU, float32, batch 1, no autograd, no autocast, not being traced, exported or compiled) to
 oneDNN, which gives the same result within float rounding; everything else is `nn.ConvNd`'s
