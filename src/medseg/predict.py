@@ -21,7 +21,7 @@ from .checkpoint import find_checkpoint, load_checkpoint
 from .data.preprocess import Preprocessor
 from .device import choose_precision, compile_model, has_cpp_compiler, memory_format, resolve_device
 from .errors import MedsegInputError
-from .inference import count_windows, mirror_sets, sliding_window, windows_per_call
+from .inference import argmax_mask, count_windows, mirror_sets, sliding_window, windows_per_call
 from .io import write_mask
 from .io.dataset import read_image_channels
 from .io.layout import DatasetInfo, InputCase, prediction_inputs
@@ -226,17 +226,6 @@ class Predictor:
         """Class-index mask (uint8) with the case's original spatial shape, postprocessed."""
         mask = argmax_mask(self.probabilities(case, dtype=torch.float16))
         return apply_postprocessing(mask, self.postprocessing)
-
-
-def argmax_mask(probabilities: torch.Tensor, chunk_voxels: int = 1 << 22) -> np.ndarray:
-    """uint8 class-index map of (K, *spatial) probabilities, a slab of rows at a time, so no
-    full-size int64 index map is ever made (ties go to the lower class, as `torch.argmax`)."""
-    spatial = tuple(probabilities.shape[1:])
-    mask = np.empty(spatial, dtype=np.uint8)
-    rows = max(1, chunk_voxels // max(1, int(np.prod(spatial[1:], dtype=np.int64))))
-    for first in range(0, spatial[0], rows):
-        mask[first:first + rows] = probabilities[:, first:first + rows].argmax(0).numpy()
-    return mask
 
 
 def member_runs(run: Path, folds: list[int] | None = None) -> list[Path]:

@@ -39,7 +39,7 @@ from .device import choose_precision, compile_model, has_cpp_compiler, memory_fo
 from .ema import WeightEMA
 from .errors import MedsegInputError
 from .evaluate import default_class_names
-from .inference import count_windows, sliding_window
+from .inference import argmax_mask, count_windows, sliding_window
 from .io.dataset import CasePair, natural_key, read_case, validate_dataset
 from .io.layout import DatasetInfo, describe_dataset
 from .io.labels import LabelMapping
@@ -471,7 +471,7 @@ class Trainer:
             target = label.long()[None]
             with torch.no_grad():
                 total_loss += float(self.loss_fn(torch.log(probs.clamp_min(1e-8))[None], target))
-            pred = probs.argmax(0).numpy()
+            pred = argmax_mask(probs)
             dices.append(dice_from_confusion(confusion(pred, label.numpy(), self.num_classes, self.ignore_index)))
         self.model.train()
         dice = np.mean(dices, axis=0)
