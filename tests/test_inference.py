@@ -74,3 +74,4 @@ def test_windows_per_call_follows_the_window_size():
     assert windows_per_call((120, 120)) == 8
     assert windows_per_call((256, 256)) == 4
     assert windows_per_call((16, 16)) == 8
+    assert windows_per_call((56, 56, 56), "cuda") == 4   # not measured on GPUs: the earlier default

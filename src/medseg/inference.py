@@ -42,15 +42,18 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     return [round(i * (size - patch) / (count - 1)) for i in range(count)]
 
 
-def windows_per_call(patch_size: Sequence[int]) -> int:
+def windows_per_call(patch_size: Sequence[int], device: torch.device | str = "cpu") -> int:
     """How many windows to run per network call: about 256k voxels, 2 to 8 windows.
 
     Larger batches outgrow the caches. On this 2-core CPU a 56³ window took 88 ms in pairs and
     115 ms in fours; a 40x56x40 one 41 ms in pairs, 44 ms in fours and 56 ms in eights; 120²
     windows ran alike in fours and eights, slower in 16s or 32s (BENCHMARKS.md, "Session 9:
     windows in pairs"). Single windows ran 11 % slower per window than pairs, hence at least 2.
-    Measured on a CPU; on a GPU, where larger batches pay, pass a batch size of your own.
+    Measured on a CPU only: other devices keep the earlier fixed 4 (pass a batch size of your
+    own where larger batches pay).
     """
+    if torch.device(device).type != "cpu":
+        return 4
     return int(max(2, min(8, 2**18 // max(1, math.prod(int(p) for p in patch_size)))))
 
 
@@ -171,10 +174,10 @@ def sliding_window(
     Blending is float32 whatever `out_dtype` is (float16 halves the output, rounding each
     probability once, by at most 2.5e-4). `skip_empty`: a window in which every voxel equals
     its channel's minimum (`empty_value`) is not run; it counts as background with probability 1.
-    `batch_size`: windows per network call, None for `windows_per_call(patch_size)`.
+    `batch_size`: windows per network call, None for `windows_per_call(patch_size, device)`.
     """
     device = torch.device(device)
-    batch_size = batch_size or windows_per_call(patch_size)
+    batch_size = batch_size or windows_per_call(patch_size, device)
     spatial = tuple(image.shape[1:])
     if all(s <= p for s, p in zip(spatial, patch_size)):
         per_axis = (divisor,) * len(spatial) if isinstance(divisor, int) else tuple(divisor)

@@ -181,7 +181,7 @@ class Predictor:
         self.overlap = overlap
         # windows of pure background not run: off by default, it changed masks of the BraTS run (BENCHMARKS.md)
         self.skip_empty = skip_empty
-        self.batch_size = batch_size or windows_per_call(self.patch_size)  # windows per network call
+        self.batch_size = batch_size or windows_per_call(self.patch_size, self.device)  # windows per call
         self.cases_ahead = 0  # cases still to come after this one (`predict` sets it): compile="auto" weighs them
         self.postprocessing = read_postprocessing(self.run) if postprocess else None
 
