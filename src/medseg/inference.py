@@ -237,7 +237,7 @@ def argmax_mask(probabilities: torch.Tensor, chunk_voxels: int = 1 << 22) -> np.
 
     A slab of rows at a time, so no full-size int64 index map is ever made; and class by class
     with comparisons, because `argmax` over the outer class axis runs ~6x slower on a CPU (a
-    5-class 240x240x155 map: 1.6 s against 0.28 s, BENCHMARKS.md).
+    5-class 240x240x155 map: 1.6 s against 0.18 s, BENCHMARKS.md).
     """
     spatial = tuple(probabilities.shape[1:])
     mask = np.empty(spatial, dtype=np.uint8)

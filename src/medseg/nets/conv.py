@@ -28,7 +28,7 @@ def _onednn_conv_flop(x_shape, w_shape, _bias, _padding, _stride, _dilation, _gr
 def single_window_on_onednn(conv: nn.modules.conv._ConvNd, x: torch.Tensor) -> bool:
     """Whether to call oneDNN directly for this input instead of PyTorch's kernel choice."""
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() \
-            or torch.onnx.is_in_onnx_export():
+            or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
         return False
     return (x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32
             and conv.weight.dtype == torch.float32 and not torch.is_grad_enabled()
