@@ -75,3 +75,22 @@ def test_windows_per_call_follows_the_window_size():
     assert windows_per_call((256, 256)) == 4
     assert windows_per_call((16, 16)) == 8
     assert windows_per_call((56, 56, 56), "cuda") == 4   # not measured on GPUs: the earlier default
+
+
+def test_mirrored_passes_share_network_calls_with_the_same_result():
+    """An image that fits one window runs its 4 flips in one call of 4 (calls hold up to
+    `batch_size` windows), and the averaged probabilities equal those of one call per flip."""
+    torch.manual_seed(0)
+    net = UNet(1, 3, 2, features=(4, 8)).eval()
+    calls = []
+    net.register_forward_pre_hook(lambda module, args: calls.append(int(args[0].shape[0])))
+    image = torch.randn(1, 24, 40)
+    grouped = sliding_window(net, image, (32, 48), mirror_axes=(0, 1), batch_size=4)
+    assert calls == [4]
+    calls.clear()
+    one_by_one = sliding_window(net, image, (32, 48), mirror_axes=(0, 1), batch_size=1)
+    assert calls == [1, 1, 1, 1]
+    assert torch.allclose(grouped, one_by_one, atol=1e-6)
+    calls.clear()
+    sliding_window(net, torch.randn(1, 64, 96), (32, 48), mirror_axes=(0, 1), batch_size=8, overlap=0.5)
+    assert max(calls) <= 8 and sum(calls) == 4 * count_windows((64, 96), (32, 48), 0.5)
