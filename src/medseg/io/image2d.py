@@ -1,4 +1,5 @@
-"""2D image and mask files: PNG, JPEG, BMP through Pillow; TIFF through tifffile.
+"""2D image and mask files: PNG, JPEG, BMP, GIF through Pillow; TIFF through tifffile (with
+imagecodecs for LZW, deflate, JPEG, ZSTD ... compressed TIFFs).
 
 Images (``read_image``) come back as float32 ``(C, H, W)``, not normalised:
 
@@ -9,6 +10,12 @@ Images (``read_image``) come back as float32 ``(C, H, W)``, not normalised:
 * TIFF: grey or RGB pages as above, extra (non-alpha) samples and ImageJ channels kept as
   channels, a multi-page stack (``ZYX``) becomes one 3D image ``(C, Z, Y, X)``; palette TIFFs are
   expanded to RGB.
+
+GIF has no grey mode: every GIF is a palette picture. A GIF whose palette is grey (each colour
+has r = g = b, what a grey or black-and-white picture saved as GIF gets) reads as grey values,
+image and mask alike (a 0/255 mask saved as GIF reads back 0/255, whatever indices the encoder
+chose); a colour-palette GIF reads as RGB (image) or palette indices (mask), as a PNG would.
+Only the first frame of an animated GIF is read.
 
 Spacing is 1.0 per axis (PNG/JPEG DPI is a print setting, not a pixel size). ``meta`` holds
 ``size`` (H, W), ``mode`` (Pillow mode, or the TIFF photometric name), ``format`` and ``dtype``.
@@ -43,7 +50,7 @@ from medseg.io.registry import (
 
 __all__ = ["PIL_SUFFIXES", "TIFF_SUFFIXES", "JPEG_CHANNEL_TOLERANCE", "COLOUR_MASK_PROBLEM"]
 
-PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 TIFF_SUFFIXES = (".tif", ".tiff")
 # Largest difference between the R, G and B channels of a JPEG-compressed grey mask that still
 # counts as grey (lossy compression of a grey RGB picture leaves its channels within a few levels).
@@ -56,8 +63,16 @@ _RGB_DIRECT = {"RGB", "RGBA", "RGBX", "RGBa"}
 
 # ----------------------------------------------------------------------------- Pillow formats
 
-def _pil_channels(mode: str) -> int:
-    return 1 if mode in _GREY_MODES else 3
+def _grey_palette(im: Image.Image) -> bool:
+    """A GIF palette picture whose colours are all grey (r = g = b): GIF's way to store grey."""
+    if im.format != "GIF" or im.mode != "P":
+        return False
+    palette = im.getpalette() or []
+    return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+
+
+def _pil_channels(im: Image.Image) -> int:
+    return 1 if im.mode in _GREY_MODES or _grey_palette(im) else 3
 
 
 @register_reader(*PIL_SUFFIXES)
@@ -65,7 +80,9 @@ def read_pil_image(path: Path) -> tuple[np.ndarray, tuple[float, ...], dict]:
     with Image.open(path) as im:
         im.load()
         mode, fmt = im.mode, im.format
-        if mode == "1":
+        if _grey_palette(im):
+            a = np.asarray(im.convert("L"))
+        elif mode == "1":
             a = np.asarray(im.convert("L"))
         elif mode in ("LA", "La"):
             a = np.asarray(im)[..., 0]
@@ -85,7 +102,7 @@ def read_pil_image(path: Path) -> tuple[np.ndarray, tuple[float, ...], dict]:
 @register_header_reader(*PIL_SUFFIXES)
 def read_pil_header(path: Path) -> dict:
     with Image.open(path) as im:  # Pillow reads only the header until pixels are asked for
-        return {"size": (im.height, im.width), "channels": _pil_channels(im.mode), "mode": im.mode,
+        return {"size": (im.height, im.width), "channels": _pil_channels(im), "mode": im.mode,
                 "format": im.format}
 
 
@@ -118,6 +135,8 @@ def read_pil_mask(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         im.load()
         mode, lossy = im.mode, im.format in ("JPEG", "MPO")
+        if _grey_palette(im):
+            return np.asarray(im.convert("L"))
         if mode == "1":
             return np.asarray(im).astype(np.uint8)
         if mode in ("L", "P") or mode.startswith("I"):

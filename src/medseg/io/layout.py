@@ -1,6 +1,6 @@
 """Which layout a dataset folder uses, and what its ``dataset.json`` says about it.
 
-Three layouts are recognised by `describe_dataset` (first match wins):
+Four layouts are recognised by `describe_dataset` (first match wins):
 
 * **nnunet** -- nnU-Net v2: ``dataset.json`` with ``channel_names``, ``labels`` (name -> value)
   and ``file_ending``; images ``imagesTr/CASE_0000<ending>``, ``CASE_0001<ending>`` ... (one file
@@ -10,6 +10,10 @@ Three layouts are recognised by `describe_dataset` (first match wins):
   in one 4D file.
 * **folders** -- no ``dataset.json``: ``images/`` + ``labels/`` (or ``masks/``), paired by name
   stem (`medseg.io.dataset.discover_pairs`); 2D or 3D.
+* **side-by-side** -- neither: each mask sits beside its image, named with a suffix
+  (``Image_01L.jpg`` + ``Image_01L_1stHO.png``; ``P1/P1_3.tif`` + ``P1/P1_3_mask.tif``), in one
+  folder or in per-patient folders (`medseg.io.side_by_side`). ``label_suffix`` chooses which
+  masks (``"_2ndHO"``: CHASE_DB1's second observer); the suffix used is recorded in DatasetInfo.
 
 The description fixes the input channels (their order and modality names, checked again at
 prediction time), the class names and the class count, so a class that no case happens to contain
@@ -26,7 +30,14 @@ from pathlib import Path
 from medseg.errors import MedsegInputError
 from medseg.io.dataset import CasePair, _files_by_stem, _subdir, _supported, discover_pairs, natural_key
 from medseg.io.labels import LabelMapping
+from medseg.io.dataset import IMAGE_DIR_NAMES
 from medseg.io.registry import case_stem, is_image_file
+from medseg.io.side_by_side import (
+    discover_side_by_side,
+    label_suffix_of,
+    normalise_label_suffix,
+    side_by_side_files,
+)
 from medseg.io.volume import is_dicom_folder
 
 __all__ = ["DatasetInfo", "describe_dataset", "InputCase", "prediction_inputs", "CHANNEL_SUFFIX"]
@@ -39,12 +50,13 @@ _LIST_LIMIT = 10
 class DatasetInfo:
     """What a dataset folder declares about itself (stored in every run)."""
 
-    layout: str                                # "folders", "msd" or "nnunet"
+    layout: str                                # "folders", "side-by-side", "msd" or "nnunet"
     channel_names: list[str] | None = None     # modality of each input channel, in order
     class_names: list[str] | None = None       # names of classes 0..K-1 (background first)
     num_classes: int | None = None             # K from the description, None: from the masks
     file_ending: str | None = None             # nnU-Net's file_ending (".nii.gz")
     ignore_label: int | None = None            # stored value of a label named "ignore" (not annotated)
+    label_suffix: str | None = None            # side-by-side: the masks' name suffix ("_mask", "_2ndHO")
 
     @property
     def channels(self) -> int | None:
@@ -184,10 +196,23 @@ def _nnunet(root: Path, path: Path, desc: dict) -> tuple[list[CasePair], Dataset
     return pairs, DatasetInfo("nnunet", channels, classes, len(classes), ending)
 
 
-def describe_dataset(data_dir: str | os.PathLike) -> tuple[list[CasePair], DatasetInfo]:
-    """The cases of a dataset folder and what it declares (see the module docstring)."""
+def describe_dataset(data_dir: str | os.PathLike,
+                     label_suffix: str | None = None) -> tuple[list[CasePair], DatasetInfo]:
+    """The cases of a dataset folder and what it declares (see the module docstring).
+
+    `label_suffix` chooses the masks of a side-by-side folder (``"_2ndHO"``); re-reading a run's
+    dataset, pass the run's ``DatasetInfo.label_suffix`` so the same masks are found again. Other
+    layouts name their masks themselves and refuse the setting.
+    """
     root = Path(data_dir)
     path = root / "dataset.json"
+    side_by_side = root.is_dir() and not path.is_file() and _subdir(root, IMAGE_DIR_NAMES, "image") is None
+    if label_suffix is not None and not side_by_side and root.is_dir():
+        raise MedsegInputError(root, f"label_suffix ({label_suffix!r}) chooses masks that sit beside their images; "
+                               "this folder names its masks itself (images/ + labels/, or dataset.json)")
+    if side_by_side:
+        pairs, suffix = discover_side_by_side(root, normalise_label_suffix(label_suffix))
+        return pairs, DatasetInfo("side-by-side", label_suffix=suffix)
     if root.is_dir() and path.is_file():
         desc = _read_json(path)
         if "channel_names" in desc:
@@ -234,10 +259,33 @@ def _group_channels(files: list[Path], channels: int, channel_names: list[str] |
     return cases
 
 
+def _without_masks(by_stem: dict[str, Path]) -> dict[str, Path]:
+    """Drop the masks that sit beside their images (``x_mask.png`` when ``x.png`` is there)."""
+    def is_mask(stem: str) -> bool:
+        suffix = label_suffix_of(stem)
+        return suffix is not None and stem[: -len(suffix)] in by_stem
+    return {stem: f for stem, f in by_stem.items() if not is_mask(stem)}
+
+
+def _nested_images(folder: Path) -> list[InputCase]:
+    """Images in sub-folders (side-by-side datasets with per-patient folders), masks left out."""
+    if not any(d.is_dir() and not d.name.startswith(".") for d in folder.iterdir()):
+        return []
+    images, _ = side_by_side_files(folder)
+    if not images:
+        return []
+    pairs, _ = discover_side_by_side(folder, require_labels=False)
+    return [InputCase(p.case_id, (p.image,)) for p in pairs]
+
+
 def prediction_inputs(path: str | os.PathLike, channels: int = 1,
                       channel_names: list[str] | None = None) -> list[InputCase]:
     """The cases to predict under `path`: an image/volume file, a DICOM series folder, or a
     folder of files (a dataset folder's ``imagesTs/``, else ``images/``, else ``imagesTr/``).
+
+    A mask beside its image (``x.png`` + ``x_mask.png``; any suffix of
+    `medseg.io.side_by_side.LABEL_SUFFIXES`, and ``_2ndHO``) is no case. A folder holding only sub-folders of
+    images (one per patient) gives the images found in them, named as in training.
 
     In a folder, files named like nnU-Net channel files (``CASE_0000.nii.gz`` ...) are grouped
     into cases and must provide exactly the model's channels; other files are one case each. A
@@ -253,11 +301,14 @@ def prediction_inputs(path: str | os.PathLike, channels: int = 1,
     if is_dicom_folder(path):
         return [InputCase(path.name, (path,), dicom=True)]
     folder = next((d for names in (("imagesTs",), ("images",), ("imagesTr",)) if (d := _subdir(path, names, "image"))), path)
-    by_stem = _files_by_stem(folder, is_image_file, "image")
+    by_stem = _without_masks(_files_by_stem(folder, is_image_file, "image"))
     if not by_stem:
         series = sorted((d for d in folder.iterdir() if d.is_dir() and is_dicom_folder(d)), key=lambda d: natural_key(d.name))
         if series:
             return [InputCase(d.name, (d,), dicom=True) for d in series]
+        nested = _nested_images(folder)
+        if nested:
+            return nested
         raise MedsegInputError(folder, f"holds no image files or DICOM series (supported: {_supported()})")
     files = [by_stem[s] for s in sorted(by_stem, key=natural_key)]
     if all(CHANNEL_SUFFIX.match(s) for s in by_stem) and (channels > 1 or channel_names):
