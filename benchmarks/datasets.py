@@ -10,10 +10,13 @@ written) in a layout `medseg.train` reads, plus the held-out images and their re
   chase        CHASE_DB1: first 20 images (sorted names) train, last 8 held out; first observer
   lgg          LGG kaggle3m-10: last 3 patients (sorted folder names) held out, scored per patient
 
-CHASE_DB1 is a flat folder (``Image_NNX.jpg`` beside ``Image_NNX_1stHO.png``) and LGG keeps
-``PATIENT_N.tif`` beside ``PATIENT_N_mask.tif`` in one folder per patient; medseg's dataset
-reader expects ``images/`` + ``labels/`` paired by name, so both are laid out that way with
-symlinks (the split needs its own folders anyway).
+CHASE_DB1 (a flat folder: ``Image_NNX.jpg`` beside ``Image_NNX_1stHO.png`` and ``_2ndHO.png``)
+and LGG (``PATIENT_N.tif`` beside ``PATIENT_N_mask.tif``, one folder per patient): medseg's reader
+takes both as published (`medseg.io.side_by_side`), but the work after training (predicting the
+validation cases, `medseg.training.finish`) still demands masks named by case id in one folder.
+So by default their training part is laid out as ``images/`` + ``labels/`` symlinks named by case
+id; ``published=True`` keeps the published names and folders instead (symlinks too), to check the
+whole path once `finish` reads them. Held-out images always go to a plain folder.
 
 Scoring reads the written masks and the references with numpy, PIL, tifffile and nibabel only
 (independent of `medseg.evaluation`): Dice per class per case, averaged over cases (both masks
@@ -63,17 +66,24 @@ def _link(src: Path, dst: Path) -> None:
     dst.symlink_to(src.resolve())
 
 
-def _folders_split(name: str, work: Path, cases: list[tuple[str, Path, Path]], held: set[str]) -> Split:
-    """images/ + labels/ folders for (case id, image, mask) triples; `held` goes to test/."""
+def _folders_split(name: str, src: Path, work: Path, cases: list[tuple[str, Path, Path]], held: set[str],
+                   published: bool) -> Split:
+    """Training cases in a folder medseg reads, held-out images in test/images/ (references kept):
+    images/ + labels/ named by case id, or (CHASE_DB1, LGG with `published`) the published
+    side-by-side names and sub-folders, CHASE's second-observer masks included."""
     train, test = work / "train", work / "test"
     split = Split(name, train, test / "images", {})
     for case, image, mask in cases:
-        dest = test if case in held else train
-        _link(image, dest / "images" / f"{case}{''.join(image.suffixes)}")
-        _link(mask, dest / "labels" / f"{case}{''.join(mask.suffixes)}")
         if case in held:
+            _link(image, test / "images" / image.name)
             split.references[case] = mask
             split.images[case] = image
+        elif published:
+            for f in (image, mask, src / f"{case}_2ndHO.png") if name == "chase" else (image, mask):
+                _link(f, train / f.relative_to(src))
+        else:
+            _link(image, train / "images" / image.name)
+            _link(mask, train / "labels" / f"{case}{''.join(mask.suffixes)}")
     return split
 
 
@@ -86,9 +96,10 @@ def _natural(text: str) -> list:
 
 
 def make_split(name: str, data: Path, work: Path, *, train_limit: int | None = None,
-               test_limit: int | None = None) -> Split:
+               test_limit: int | None = None, published: bool = False) -> Split:
     """The split of set `name` under `work` (created fresh). `train_limit` / `test_limit` keep only
-    the first cases of each side (smoke runs); the full protocol uses every case."""
+    the first cases of each side (smoke runs); the full protocol uses every case. `published`:
+    CHASE_DB1 and LGG train from their published layout (module docstring)."""
     src = Path(data) / FOLDERS[name]
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: dataset folder not found (--data names the folder holding {FOLDERS[name]})")
@@ -111,13 +122,17 @@ def make_split(name: str, data: Path, work: Path, *, train_limit: int | None = N
         held = {c for c, img, _ in cases if img.parent in patients[-3:]}
     if name in ("isbi", "kvasir", "chase", "lgg"):
         cases = _limit(cases, held, train_limit, test_limit)
-        split = _folders_split(name, work, cases, held)
+        published = published and name in ("chase", "lgg")
+        split = _folders_split(name, src, work, cases, held, published)
+        how = ("from its layout as published (symlinks)" if published else
+               "from images/ + labels/ symlinks named by case id: medseg reads the published layout, but "
+               "its validation step after training still needs masks named by case id")
         if name == "chase":
             split.observer2 = {c: src / f"{c}_2ndHO.png" for c in split.references}
-            split.notes.append("CHASE_DB1's flat folder laid out as images/ + labels/ symlinks (first observer)")
+            split.notes.append(f"CHASE_DB1 (first observer's masks) trains {how}")
         if name == "lgg":
             split.groups = {c: split.images[c].parent.name for c in split.references}
-            split.notes.append("LGG's PATIENT_N.tif / PATIENT_N_mask.tif laid out as images/ + labels/ symlinks")
+            split.notes.append(f"LGG trains {how}")
         return split
     if name == "hippocampus":
         return _hippocampus(src, work, train_limit, test_limit)

@@ -45,7 +45,7 @@ def parse_options(pairs: list[str]) -> dict:
 
 
 def train_predict_score(name: str, data: Path, work: Path, train_options: dict, *, quick: bool,
-                        mirror_3d: bool) -> tuple[dict, object]:
+                        mirror_3d: bool, published: bool = False) -> tuple[dict, object]:
     """Split set `name`, train, predict the held-out originals, score; returns (row, split)."""
     import medseg
 
@@ -53,7 +53,7 @@ def train_predict_score(name: str, data: Path, work: Path, train_options: dict, 
 
     if work.exists():
         shutil.rmtree(work)
-    split = make_split(name, data, work, **(QUICK_LIMITS if quick else {}))
+    split = make_split(name, data, work, published=published, **(QUICK_LIMITS if quick else {}))
     start = time.perf_counter()
     run = medseg.train(split.train, work / "run", **train_options)
     train_s = time.perf_counter() - start
