@@ -79,7 +79,7 @@ def hippo_small(tmp_path: Path) -> Path:
 def crash_after_first_epoch(monkeypatch, train) -> None:
     """Call `train()` with the trainer dying right after its first epoch's checkpoint and log
     row, as a killed process would; the trainer is whole again afterwards."""
-    from medseg.train import Trainer
+    from medseg.training import Trainer
 
     original_log = Trainer.log
 

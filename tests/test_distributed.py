@@ -107,8 +107,8 @@ def test_two_gloo_processes_agree_and_sample_differently(tmp_path):
 
 
 def test_torchrun_trains_and_the_checkpoint_predicts_in_one_process(hippo_small, tmp_path):
-    from medseg.predict import Predictor
-    from medseg.checkpoint import load_checkpoint
+    from medseg.inference import Predictor
+    from medseg.runs import load_checkpoint
 
     run = tmp_path / "run"
     result = _torchrun(["-m", "medseg", "train", str(hippo_small), "--out", str(run), "--epochs", "1",
@@ -125,7 +125,7 @@ def test_torchrun_trains_and_the_checkpoint_predicts_in_one_process(hippo_small,
     assert not any(k.startswith("module.") for k in state["model"])
     predictor = Predictor(run, device="cpu")
     case_file = next((hippo_small / "imagesTr").glob("*.nii.gz"))
-    from medseg.predict import read_input_case
+    from medseg.inference import read_input_case
     from medseg.io.layout import prediction_inputs
     item = prediction_inputs(case_file, predictor.in_channels, predictor.dataset.channel_names)[0]
     case = read_input_case(item, predictor.in_channels)

@@ -10,8 +10,8 @@ import torch
 
 import medseg
 from conftest import crash_after_first_epoch
-from medseg.checkpoint import load_checkpoint
-from medseg.ema import WeightEMA
+from medseg.runs import load_checkpoint
+from medseg.training.ema import WeightEMA
 
 TINY = dict(features=(8, 16, 32), batch_size=2, patch_size=(64, 64), iterations_per_epoch=3, val_fraction=0.0,
             ema=0.9, compile=False)
@@ -39,14 +39,14 @@ def test_checkpoint_holds_the_average_for_prediction_and_the_weights_for_trainin
     assert state["ema_updates"] == TINY["iterations_per_epoch"]
     assert any(not torch.equal(state["model"][k], state["train_model"][k]) for k in state["model"]
                if state["model"][k].is_floating_point())
-    from medseg.predict import Predictor
+    from medseg.inference import Predictor
     predictor = Predictor(run, checkpoint="last", device="cpu")
     for key, value in predictor.model.state_dict().items():
         assert torch.equal(value, state["model"][key])
 
 
 def test_resumed_run_with_an_average_matches_uninterrupted_run(isbi_small: Path, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(sys.modules["medseg.train"], "choose_precision", lambda *a, **k: None)
+    monkeypatch.setattr(sys.modules["medseg.training.setup"], "choose_precision", lambda *a, **k: None)
     medseg.train(isbi_small, tmp_path / "a", epochs=2, **TINY)
     crash_after_first_epoch(monkeypatch, lambda: medseg.train(isbi_small, tmp_path / "b", epochs=2, **TINY))
     medseg.train(isbi_small, tmp_path / "b", epochs=2, resume=True, **TINY)

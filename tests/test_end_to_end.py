@@ -13,7 +13,7 @@ from PIL import Image
 
 import medseg
 from conftest import crash_after_first_epoch
-from medseg.checkpoint import load_checkpoint
+from medseg.runs import load_checkpoint
 from medseg.errors import MedsegInputError
 
 TINY = dict(features=(8, 16, 32), batch_size=2, patch_size=(64, 64), iterations_per_epoch=3, val_fraction=0.4)
@@ -45,7 +45,7 @@ def test_isbi_train_predict_evaluate(isbi_small: Path, tmp_path: Path):
         medseg.predict(run, isbi_small / "images", pred)
 
     # 2D runs mirror by default (test-time augmentation over the trained flips); it can be turned off
-    from medseg.predict import Predictor, mirrors
+    from medseg.inference import Predictor, mirrors
     assert Predictor(run).mirror_axes == (0, 1) and Predictor(run, mirror=False).mirror_axes == ()
     assert not mirrors("auto", 3) and mirrors("auto", 2)
     with pytest.raises(ValueError, match="mirror"):
@@ -70,7 +70,7 @@ def test_resumed_run_matches_uninterrupted_run(isbi_small: Path, tmp_path: Path,
     opts = dict(TINY, val_fraction=0.0)
     # the precision probe times fp32 against bf16 on CPUs with native bf16; pinned here so both
     # runs start alike on a busy machine, and refused on resume, which must reuse the stored choice
-    monkeypatch.setattr(sys.modules["medseg.train"], "choose_precision", lambda *a, **k: None)
+    monkeypatch.setattr(sys.modules["medseg.training.setup"], "choose_precision", lambda *a, **k: None)
     medseg.train(isbi_small, tmp_path / "a", epochs=2, **opts)
 
     crash_after_first_epoch(monkeypatch, lambda: medseg.train(isbi_small, tmp_path / "b", epochs=2, **opts))
@@ -80,7 +80,7 @@ def test_resumed_run_matches_uninterrupted_run(isbi_small: Path, tmp_path: Path,
     def no_probe(*args, **kwargs):
         raise AssertionError("a resumed run must keep the precision it began with, not probe again")
 
-    monkeypatch.setattr(sys.modules["medseg.train"], "choose_precision", no_probe)
+    monkeypatch.setattr(sys.modules["medseg.training.setup"], "choose_precision", no_probe)
     medseg.train(isbi_small, tmp_path / "b", epochs=2, resume=True, **opts)
     wa = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
     wb = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]

@@ -14,28 +14,7 @@ from PIL import Image
 
 from medseg.errors import MedsegInputError
 
-try:  # medseg.metrics is written by another engineer; stand in for it until it exists
-    import medseg.metrics  # noqa: F401
-except ImportError:  # pragma: no cover
-    _m = types.ModuleType("medseg.metrics")
-    _m.METRIC_NAMES = ("dice", "jaccard", "accuracy", "sensitivity", "specificity")
-
-    def _overlap(pred, ref, num_classes, ignore_index=None):
-        out = {}
-        for k in range(num_classes):
-            p, r = pred == k, ref == k
-            tp, fp, fn = int((p & r).sum()), int((p & ~r).sum()), int((~p & r).sum())
-            tn = p.size - tp - fp - fn
-            ratio = lambda a, b, e: a / b if b else e
-            out[k] = {"dice": ratio(2 * tp, 2 * tp + fp + fn, 1.0), "jaccard": ratio(tp, tp + fp + fn, 1.0),
-                      "accuracy": ratio(tp + tn, p.size, 1.0), "sensitivity": ratio(tp, tp + fn, 1.0),
-                      "specificity": ratio(tn, tn + fp, 1.0)}
-        return out
-
-    _m.overlap_metrics = _overlap
-    sys.modules["medseg.metrics"] = _m
-
-from medseg.evaluate import EvaluationResult, evaluate  # noqa: E402
+from medseg.evaluation import EvaluationResult, evaluate  # noqa: E402
 from medseg.io.labels import LabelMapping  # noqa: E402
 
 from conftest import real_dataset  # noqa: E402
@@ -217,7 +196,7 @@ def _write_nifti(path: Path, array: np.ndarray, spacing_zyx: tuple[float, float,
 def test_volumes_use_header_spacing_cases_subset_and_empty_rows(tmp_path):
     """3D NIfTI with anisotropic spacing: distances in mm from the headers, the `cases` subset,
     and the missed / spurious / absent rows as documented (never NaN, counted in the summary)."""
-    from medseg.metrics import case_metrics
+    from medseg.evaluation.metrics import case_metrics
 
     spacing = (3.0, 0.8, 1.2)
     rng = np.random.default_rng(0)

@@ -7,7 +7,7 @@ import torch
 from medseg.data.preprocess import Preprocessor, zscore
 from medseg.inference import empty_value, is_empty, sliding_window
 from medseg.nets import UNet
-from medseg.predict import argmax_mask
+from medseg.inference import argmax_mask
 
 
 class CountingNet(torch.nn.Module):

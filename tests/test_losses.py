@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medseg.losses import (
-    LOSSES,
+from medseg.training.loss_registry import LOSSES, loss_options, make_loss
+from medseg.training.deep_supervision import DeepSupervisionLoss
+from medseg.training.losses import (
     CrossEntropyLoss,
-    DeepSupervisionLoss,
     DiceCELoss,
     DiceFocalLoss,
     DiceLoss,
@@ -15,8 +15,6 @@ from medseg.losses import (
     GeneralizedDiceLoss,
     TverskyLoss,
     dice_loss_from_probs,
-    loss_options,
-    make_loss,
 )
 
 monai_losses = pytest.importorskip("monai.losses")

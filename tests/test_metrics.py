@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from medseg.metrics import (
+from medseg.evaluation.metrics import (
     METRIC_NAMES,
     confusion,
     dice_from_confusion,

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medseg.metrics import ALL_METRIC_NAMES, METRIC_NAMES, case_metrics, relative_volume_difference
-from medseg.surface import (
+from medseg.evaluation.metrics import ALL_METRIC_NAMES, METRIC_NAMES, case_metrics, relative_volume_difference
+from medseg.evaluation.surface import (
     bounding_box,
     lesion_metrics,
     surface_distances,

@@ -18,9 +18,10 @@ import torch
 
 from conftest import hippocampus_msd, real_dataset
 from medseg.data.synthetic import write_phantom_dataset
-from medseg.losses import DeepSupervisionLoss, make_loss
+from medseg.training.loss_registry import make_loss
+from medseg.training.deep_supervision import DeepSupervisionLoss
 from medseg.nets import MODELS, build_model, model_spec, select_options
-from medseg.train import Trainer, TrainConfig
+from medseg.training import Trainer, TrainConfig
 
 CONV_MODELS = ["unet", "unet-classic", "resunet", "vnet", "fcn"]
 TRANSFORMERS = ["unetr", "swinunetr"]
@@ -64,7 +65,7 @@ def test_conv_model_trains_in_3d(model, hippo_4, tmp_path):
 
 
 def _trainer_passes_img_size() -> bool:
-    return "select_options" in inspect.getsource(importlib.import_module("medseg.train"))
+    return "select_options" in inspect.getsource(importlib.import_module("medseg.training.setup"))
 
 
 @pytest.mark.parametrize("model,patch", [
@@ -147,7 +148,7 @@ def test_compile_flag_and_the_auto_rule():
     """`--compile` / `--no-compile` reach TrainConfig; without either the "auto" rule decides:
     2D CPU runs with a clock budget of 5 minutes or more compile, everything else stays eager."""
     from medseg.cli import _train_options, build_parser
-    from medseg.train import compiles
+    from medseg.training import compiles
 
     parse = build_parser().parse_args
     assert _train_options(parse(["train", "data", "--out", "run", "--compile"]))["compile"] is True

@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime")
 
 import medseg  # noqa: E402
 from medseg.io.layout import prediction_inputs  # noqa: E402
-from medseg.predict import Predictor, read_input_case  # noqa: E402
+from medseg.inference import Predictor, read_input_case  # noqa: E402
 
 from conftest import link_subset, real_dataset  # noqa: E402
 
@@ -73,7 +73,7 @@ def test_3d_onnx_backend_exports_on_first_use_and_matches_torch(hippo_small, tmp
 def test_stale_onnx_file_is_refused(run2d, tmp_path):
     run = shutil.copytree(run2d[1], tmp_path / "run")
     medseg.export_onnx(run, run / "model_last.onnx", checkpoint="last")
-    import medseg.checkpoint as ck
+    import medseg.runs as ck
     state = ck.load_checkpoint(run / "checkpoints" / "last.pt")
     state["iteration"] = 999  # the run "went on" after the export
     ck.save_checkpoint(state, run / "checkpoints" / "last.pt")
@@ -114,7 +114,7 @@ def test_every_model_exports_and_predicts_like_torch(name, run2d, tmp_path):
     export check, and the ONNX backend predicts the same probabilities as PyTorch."""
     import torch
 
-    import medseg.checkpoint as ck
+    import medseg.runs as ck
     from medseg.nets import build_model
 
     isbi_small, run = run2d[0], shutil.copytree(run2d[1], tmp_path / "run")

@@ -16,9 +16,9 @@ import torch
 
 import medseg
 from medseg.cli import main
-from medseg.data.fingerprint import compute_fingerprint
+from medseg.planning import compute_fingerprint
 from medseg.errors import MedsegInputError
-from medseg.plan import (MIN_FEATURE_SIZE, PLAN_KEYS, Budget, apply_overrides, divisors, format_plan, make_plan,
+from medseg.planning import (MIN_FEATURE_SIZE, PLAN_KEYS, Budget, apply_overrides, divisors, format_plan, make_plan,
                          plan_dataset, pooling_plan, read_plan, train_settings, write_plan)
 
 QUICK = dict(epochs=1, iterations_per_epoch=2)
@@ -161,7 +161,7 @@ def test_three_case_dataset_plans_trains_and_cross_validates(tmp_path):
     assert len(written) == 3
     # the ensemble's probabilities are the mean of its folds'
     from medseg.io.layout import InputCase
-    from medseg.predict import Predictor, read_input_case
+    from medseg.inference import Predictor, read_input_case
 
     case = read_input_case(InputCase("case_000", (data / "imagesTr" / "case_000_0000.nii.gz",)), 1)
     ensemble = Predictor(root).probabilities(case)

@@ -9,9 +9,9 @@ import torch
 
 from medseg.inference import sliding_window
 from medseg.nets import UNet
-from medseg.predict import CompilingNetwork, prediction_network
+from medseg.inference import CompilingNetwork, prediction_network
 
-predict_module = importlib.import_module("medseg.predict")  # `medseg.predict` is also the function
+predict_module = importlib.import_module("medseg.inference.compile")
 
 
 class Counted(torch.nn.Module):

@@ -9,7 +9,7 @@ import torch
 from medseg.case import Case
 from medseg.data.preprocess import Preprocessor, crop_box, ct_statistics, resize_label
 from medseg.report.overlay import volume_overlay
-from medseg.train import choose_patch_size
+from medseg.planning.defaults import choose_patch_size
 
 
 def _case() -> Case:

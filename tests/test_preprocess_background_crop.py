@@ -15,12 +15,12 @@ import torch
 
 import medseg
 from medseg.case import Case
-from medseg.checkpoint import load_checkpoint, save_checkpoint
+from medseg.runs import load_checkpoint, save_checkpoint
 from medseg.data import preprocess
 from medseg.data.cache import case_key
 from medseg.data.preprocess import Preprocessor, background_values, crop_box
 from medseg.io.volume import read_volume, read_volume_mask
-from medseg.predict import Predictor
+from medseg.inference import Predictor
 
 from conftest import real_dataset
 

@@ -15,11 +15,11 @@ from PIL import Image
 from medseg.data.synthetic import make_phantom, to_uint8, write_phantom_dataset
 from medseg.errors import MedsegInputError
 from medseg.report.browser import find_chromium, images_loaded, rendered_dom, screenshot
-from medseg.report.run_report import ensure_validation
+from medseg.training import ensure_validation
 
 
 def _tiny_run(data: Path, out: Path, **options) -> Path:
-    from medseg.train import train
+    from medseg.training import train
 
     return train(data, out, epochs=2, iterations_per_epoch=2, features=(4, 8, 16), batch_size=2,
                  val_fraction=0.3, seed=0, device="cpu", cache=False, **options)

@@ -15,15 +15,16 @@ import SimpleITK as sitk
 import torch
 
 import medseg
-from medseg.data.fingerprint import compute_fingerprint
+from medseg.planning import compute_fingerprint
 from medseg.data.preprocess import resize_label
 from medseg.data.sampler import PatchSampler, foreground_points
 from medseg.data.augment import AugmentConfig
 from medseg.data.sparse import sparsify_slices, write_sparse_msd
 from medseg.io.labels import IGNORE_INDEX, LabelMapping, infer_label_mapping
 from medseg.io.layout import describe_dataset
-from medseg.losses import LOSSES, DeepSupervisionLoss, make_loss
-from medseg.metrics import case_metrics
+from medseg.training.loss_registry import LOSSES, make_loss
+from medseg.training.deep_supervision import DeepSupervisionLoss
+from medseg.evaluation.metrics import case_metrics
 
 from conftest import HIPPOCAMPUS_CASES, real_dataset
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from medseg.data.synthetic import write_phantom_dataset
-from medseg.train import Trainer, TrainConfig
+from medseg.training import Trainer, TrainConfig
 
 
 @pytest.fixture(scope="module")

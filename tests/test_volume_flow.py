@@ -15,7 +15,7 @@ import torch
 import medseg
 from medseg.errors import MedsegInputError
 from medseg.io.layout import describe_dataset, prediction_inputs
-from medseg.io.volume import write_dicom_series
+from medseg.io.dicom import write_dicom_series
 
 from conftest import HIPPOCAMPUS_CASES, hippocampus_msd, real_dataset
 
@@ -190,7 +190,7 @@ def test_preprocessed_cases_are_cached_and_a_changed_setting_rebuilds(hippo_smal
     from medseg.data.cache import CaseCache
     from medseg.data.preprocess import Preprocessor
     from medseg.io.dataset import validate_dataset
-    from medseg.train import load_cases
+    from medseg.training import load_cases
 
     pairs, info = describe_dataset(hippo_small)
     mapping = validate_dataset(pairs, info.label_mapping(), info.channels)

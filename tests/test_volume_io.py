@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from medseg.errors import MedsegInputError
 from medseg.io import read_image, read_image_header, read_mask, write_mask
-from medseg.io.volume import is_dicom_folder, read_dicom_series, write_dicom_series
+from medseg.io.dicom import is_dicom_folder, read_dicom_series, write_dicom_series
 
 from conftest import real_dataset  # noqa: E402
 

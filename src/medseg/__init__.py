@@ -5,14 +5,13 @@
     medseg.predict(run, "new_images/", "pred/")
     print(medseg.evaluate("pred/", "new_labels/").table())
 
-The functions are imported eagerly on purpose: their names equal their modules' names
-(`medseg.train` the function lives in `medseg/train.py`), and binding them here, after the
-submodules load, is what makes `medseg.train(...)` the function rather than the module.
+The stages live in packages named after them (`io`, `data`, `nets`, `planning`, `training`,
+`inference`, `evaluation`, `report`); `medseg.api` holds the functions re-exported here.
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import Predictor, demo, evaluate, export_onnx, predict, train  # noqa: E402
+from .api import Predictor, demo, evaluate, export_onnx, predict, report, train  # noqa: E402
 
-__all__ = ["train", "predict", "Predictor", "evaluate", "demo", "export_onnx"]
+__all__ = ["train", "predict", "Predictor", "evaluate", "demo", "export_onnx", "report"]

@@ -264,14 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             run = api.train(args.data, args.out, resume=args.resume, **_train_options(args))
-            from .distributed import is_main
-            if is_main():  # under torchrun, one line from rank 0
+            if api.distributed.is_main():  # under torchrun, one line from rank 0
                 print(f"run written to {run} (checkpoints/, log.csv, learning_curves.png, run.json)")
         elif args.command == "plan":
-            from .plan import Budget, format_plan, plan_dataset, write_plan
-            plan = plan_dataset(args.data, Budget(args.device, args.memory_gb, args.minutes), model=args.model)
-            print(format_plan(plan))
-            path = write_plan(plan, args.out or Path(f"{args.data.resolve().name}.plan.json"), overwrite=args.force)
+            plan = api.plan_dataset(args.data, api.Budget(args.device, args.memory_gb, args.minutes), model=args.model)
+            print(api.format_plan(plan))
+            path = api.write_plan(plan, args.out or Path(f"{args.data.resolve().name}.plan.json"), overwrite=args.force)
             print(f"plan written to {path} (train with: medseg train {args.data} --out RUN --plan {path})")
         elif args.command == "predict":
             written = api.predict(args.run, args.input, args.out, device=args.device, checkpoint=args.checkpoint,
@@ -284,8 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                                   compile="auto" if args.compile is None else args.compile)
             print(f"{len(written)} mask(s) written to {args.out}")
         elif args.command == "export":
-            from .onnx_backend import export_onnx
-            print(f"ONNX model written to {export_onnx(args.run, args.out, checkpoint=args.checkpoint)}")
+            print(f"ONNX model written to {api.export_onnx(args.run, args.out, checkpoint=args.checkpoint)}")
         elif args.command == "evaluate":
             result = api.evaluate(args.pred, args.labels, num_classes=args.num_classes,
                                   csv_path=args.csv or args.pred / "evaluation.csv",
@@ -296,18 +293,15 @@ def main(argv: list[str] | None = None) -> int:
             print(result.table())
             print(f"per-case rows: {args.csv or args.pred / 'evaluation.csv'}; summary: {args.json or args.pred / 'evaluation.json'}")
         elif args.command == "report":
-            from .report.run_report import write_run_report
-            print(f"report: {write_run_report(args.run, args.out, device=args.device)}")
+            print(f"report: {api.report(args.run, args.out, device=args.device)}")
         elif args.command == "convert":
-            from .io.convert import convert_brats
-            out = convert_brats(args.source, args.out, copy=args.copy)
+            out = api.convert_brats(args.source, args.out, copy=args.copy)
             print(f"dataset written to {out} (train with: medseg train {out} --out RUN)")
         elif args.command == "demo":
             report = api.demo(args.out, minutes=args.minutes, device=args.device)
             print(f"report: {report}")
         elif args.command == "models":
-            from .nets.describe import models_table
-            print(models_table(args.patch, args.dims, args.in_channels, args.classes))
+            print(api.models_table(args.patch, args.dims, args.in_channels, args.classes))
     except (MedsegInputError, FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"medseg {args.command}: error: {exc}", file=sys.stderr)
         return 2

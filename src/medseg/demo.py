@@ -12,10 +12,10 @@ from html import escape
 from pathlib import Path
 
 from .data.synthetic import CLASS_NAMES, write_phantom_dataset
-from .evaluate import EvaluationResult, evaluate
-from .predict import predict
+from .evaluation import EvaluationResult, evaluate
+from .inference import predict
 from .report.run_report import write_run_report
-from .train import train
+from .training import ensure_validation, train_single
 
 TEST_METRICS = (("dice", "Dice", 3), ("jaccard", "Jaccard", 3), ("hd95", "HD95 (px)", 2),
                 ("assd", "ASSD (px)", 2), ("nsd", "NSD", 3), ("lesion_f1", "Lesion F1", 3))
@@ -46,14 +46,16 @@ def demo(out: str | os.PathLike = "demo_run", *, minutes: float = 2.0, train_cas
         raise FileExistsError(f"{out}: already holds a demo run; remove it or choose another --out")
     train_dir = write_phantom_dataset(out / "data" / "train", train_cases, (size, size), seed=seed)
     test_dir = write_phantom_dataset(out / "data" / "test", test_cases, (size, size), seed=seed + 1)
-    run = train(train_dir, out / "run", minutes=minutes, features=(16, 32, 64, 128), batch_size=8,
-                iterations_per_epoch=40, seed=seed, device=device, class_names=CLASS_NAMES)
+    run = train_single(train_dir, out / "run", dict(minutes=minutes, features=(16, 32, 64, 128), batch_size=8,
+                                                    iterations_per_epoch=40, seed=seed, device=device,
+                                                    class_names=CLASS_NAMES))
     predictions = out / "predictions"
     predict(run, test_dir / "images", predictions, device=device)
     result = evaluate(predictions, test_dir, class_names=list(CLASS_NAMES),
                       csv_path=out / "evaluation.csv", json_path=out / "evaluation.json")
     print(result.table())
+    ensure_validation(run, device=device)
     return write_run_report(
-        run, out / "report" / "index.html", device=device,
+        run, out / "report" / "index.html",
         title="medseg demo: synthetic organ and lesion segmentation",
         extra_sections=[(f"Held-out test set ({test_cases} new phantoms)", _test_table(result, test_cases))])

@@ -7,6 +7,7 @@ of the actual model and keeps bf16 only if it wins.
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 
 import torch
@@ -86,7 +87,6 @@ def choose_precision(requested: str, device: torch.device, model: nn.Module | No
 
 def has_cpp_compiler() -> bool:
     """Whether a C++ compiler is on the PATH: torch.compile's CPU backend (inductor) needs one."""
-    import shutil
 
     return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
 

@@ -1,1 +1,1 @@
-"""Data handling: fingerprint, preprocessing, caching, patch sampling, augmentation, phantoms."""
+"""Data handling: preprocessing, caching, patch sampling, augmentation, phantoms."""

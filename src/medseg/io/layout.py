@@ -38,7 +38,7 @@ from medseg.io.side_by_side import (
     normalise_label_suffix,
     side_by_side_files,
 )
-from medseg.io.volume import is_dicom_folder
+from medseg.io.dicom import is_dicom_folder
 
 __all__ = ["DatasetInfo", "describe_dataset", "InputCase", "prediction_inputs", "CHANNEL_SUFFIX"]
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import ALIASES, MODELS, axis_divisors, build_on_meta, count_parameters, model_spec, select_options
+from .registry import (ALIASES, FEATURES_2D, FEATURES_3D, MODELS, axis_divisors, build_on_meta, count_parameters,
+                       model_spec, select_options)
 
 
 @dataclass
@@ -97,8 +98,6 @@ def models_table(patch: Sequence[int] | None = None, dims: int | None = None, in
     `patch` sets the dimensionality; without it, `dims` (default 3) picks 256x256 or 64x64x64
     (the largest 3D patch the trainer uses on a CPU).
     """
-    from ..train import FEATURES_2D, FEATURES_3D  # the trainer's default widths, so the table matches a run
-
     if patch is None:
         patch = DEFAULT_PATCH[dims or 3]
     elif dims is not None and len(patch) != dims:

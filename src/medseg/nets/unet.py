@@ -8,7 +8,7 @@ the tests pin to the reference Keras model's parameter count.
 The network returns logits; softmax is applied by the loss and the predictor, where it is
 numerically safer. With ``deep_supervision=True`` a network in training mode returns a list of
 logits, full resolution first, then one per coarser decoder level (for
-`medseg.losses.DeepSupervisionLoss`); in eval mode it returns full-resolution logits only, so
+`medseg.training.deep_supervision.DeepSupervisionLoss`); in eval mode it returns full-resolution logits only, so
 inference code never sees the difference.
 """
 from __future__ import annotations

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..io.dataset import CasePair, read_case, validate_dataset
 from ..io.labels import IGNORE_INDEX, LabelMapping
 from ..io.layout import describe_dataset
-from .preprocess import crop_box
+from ..data.preprocess import crop_box
 
 INTENSITY_SAMPLES_PER_CASE = 10000
 MAX_COMPONENTS_KEPT = 50          # per case and class: the largest component sizes kept in the row

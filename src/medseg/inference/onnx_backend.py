@@ -28,9 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import find_checkpoint, load_checkpoint
-from .nets import build_model
-from .nets.unet import InstanceNorm
+from ..nets.unet import InstanceNorm
+from ..runs import find_checkpoint, load_checkpoint, model_from_state
 
 MAX_EXPORT_DIFFERENCE = 1e-3   # largest |logit| difference ORT vs torch accepted at export
 
@@ -68,13 +67,6 @@ def export_ready(model: nn.Module, spatial_dims: int) -> nn.Module:
     return model
 
 
-def _model_of(state: dict) -> nn.Module:
-    model = build_model(state["model_name"], int(state["in_channels"]), int(state["num_classes"]),
-                        int(state["spatial_dims"]), **state["model_options"])
-    model.load_state_dict(state["model"])
-    return model.eval()
-
-
 def _stamp(state: dict, checkpoint: Path) -> dict[str, str]:
     """What identifies the weights an ONNX file was made from (stored in its metadata)."""
     return {"medseg_checkpoint": checkpoint.name, "medseg_iteration": str(state.get("iteration")),
@@ -98,7 +90,7 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, *,
                               "(nothing was overwritten)")
     state = load_checkpoint(ckpt)
     dims = int(state["spatial_dims"])
-    model = export_ready(_model_of(state), dims)
+    model = export_ready(model_from_state(state), dims)
     sample = torch.randn(1, int(state["in_channels"]), *[int(p) for p in state["patch_size"]])
     axes = {0: "batch", **{2 + i: f"axis{i}" for i in range(dims)}}
     tmp = out.with_name(out.name + ".tmp")

@@ -15,22 +15,20 @@ softmax is applied inside) and ``target`` shaped (B, *spatial) holding class ind
   score, instead of scoring each sample and averaging: steadier when a sample lacks a small target.
 
 Each loss is cross-checked against MONAI's loss of the same name in tests/test_losses.py.
-`DeepSupervisionLoss` wraps any of them for networks that return logits at several scales.
+`medseg.training.deep_supervision` wraps any of them for networks that return logits at several scales;
+`medseg.training.loss_registry` builds them by name.
 """
 from __future__ import annotations
 
 import contextlib
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "LOSSES",
     "CrossEntropyLoss",
-    "DeepSupervisionLoss",
     "DiceCELoss",
     "DiceFocalLoss",
     "DiceLoss",
@@ -38,8 +36,6 @@ __all__ = [
     "GeneralizedDiceLoss",
     "TverskyLoss",
     "dice_loss_from_probs",
-    "loss_options",
-    "make_loss",
 ]
 
 
@@ -386,143 +382,3 @@ class DiceFocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.dice_weight * self.dice(logits, target) + self.focal_weight * self.focal(logits, target)
-
-
-class DeepSupervisionLoss(nn.Module):
-    """A loss over the multi-scale logits of a deeply supervised network (full resolution first).
-
-    Scale i (0 = full) gets weight 2^-i, the weights normalised to sum 1, so the full-resolution
-    term dominates and coarse heads only guide the early layers. The target is brought to each
-    scale by nearest-neighbour subsampling (voxel i*s of each axis, which is the centre of a
-    stride-s convolution's window), not by max-pooling: losses take one class index per voxel,
-    and max-pooling integer labels would promote the largest class id (and an ignore value such
-    as 255) over every other label in its window. A plain tensor (a network in eval mode, or
-    without deep supervision) goes straight to the wrapped loss, so wrapping is always safe.
-    """
-
-    def __init__(self, loss: nn.Module, weights: Sequence[float] | None = None) -> None:
-        super().__init__()
-        self.loss = loss
-        self.weights = None if weights is None else [float(w) for w in weights]
-
-    def scale_weights(self, count: int) -> list[float]:
-        raw = self.weights if self.weights is not None else [0.5 ** i for i in range(count)]
-        if len(raw) != count:
-            raise ValueError(f"{len(raw)} deep-supervision weights for {count} outputs")
-        total = sum(raw)
-        if total <= 0 or min(raw) < 0:
-            raise ValueError(f"deep-supervision weights must be >= 0 and not all 0, got {raw}")
-        return [w / total for w in raw]
-
-    def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-        if isinstance(outputs, torch.Tensor):
-            return self.loss(outputs, target)
-        total = 0.0
-        for weight, logits in zip(self.scale_weights(len(outputs)), outputs):
-            if weight == 0:
-                continue
-            scaled = target
-            if tuple(logits.shape[2:]) != tuple(target.shape[1:]):
-                # exact for label values < 2^24 (float32 holds them), which covers any ignore value in use
-                scaled = F.interpolate(target.unsqueeze(1).float(), size=logits.shape[2:], mode="nearest")
-                scaled = scaled.squeeze(1).to(target.dtype)
-            total = total + weight * self.loss(logits, scaled)
-        return total
-
-
-def _dice_options(smooth: float = 1e-5, include_background: bool = True, batch_dice: bool = False) -> dict:
-    return {"smooth": smooth, "include_background": include_background, "batch_dice": batch_dice}
-
-
-# name -> factory(num_classes, class_weights, ignore_index, **options) -> nn.Module; the keyword
-# options each factory names are the ones `make_loss` accepts for it (`loss_options(name)`).
-# class_weights, when given, are honoured by every loss; "weighted-dice" only insists on them.
-def _dice(k, w, ii, smooth=1e-5, include_background=True, batch_dice=False):
-    return DiceLoss(class_weights=w, ignore_index=ii, **_dice_options(smooth, include_background, batch_dice))
-
-
-def _dice_squared(k, w, ii, smooth=1e-5, include_background=True, batch_dice=False):
-    return DiceLoss(squared=True, class_weights=w, ignore_index=ii,
-                    **_dice_options(smooth, include_background, batch_dice))
-
-
-def _weighted(k, w, ii, smooth=1e-5, include_background=True, batch_dice=False):
-    if w is None:
-        raise ValueError(
-            "loss 'weighted-dice' needs class_weights (one per class, e.g. inverse class frequencies "
-            "from the training labels); use 'dice' for the unweighted loss"
-        )
-    return DiceLoss(class_weights=w, ignore_index=ii, **_dice_options(smooth, include_background, batch_dice))
-
-
-def _ce(k, w, ii):
-    return CrossEntropyLoss(class_weights=w, ignore_index=ii)
-
-
-def _dice_ce(k, w, ii, dice_weight=1.0, ce_weight=1.0, smooth=1e-5, include_background=True, batch_dice=False):
-    return DiceCELoss(dice_weight, ce_weight, class_weights=w, ignore_index=ii,
-                      **_dice_options(smooth, include_background, batch_dice))
-
-
-def _generalised_dice(k, w, ii, smooth=1e-5, include_background=True, batch_dice=False):
-    return GeneralizedDiceLoss(class_weights=w, ignore_index=ii, **_dice_options(smooth, include_background, batch_dice))
-
-
-def _tversky(k, w, ii, alpha=0.5, beta=0.5, smooth=1e-5, include_background=True, batch_dice=False):
-    return TverskyLoss(alpha, beta, class_weights=w, ignore_index=ii,
-                       **_dice_options(smooth, include_background, batch_dice))
-
-
-def _focal(k, w, ii, gamma=2.0):
-    return FocalLoss(gamma, class_weights=w, ignore_index=ii)
-
-
-def _dice_focal(k, w, ii, gamma=2.0, dice_weight=1.0, focal_weight=1.0, smooth=1e-5, include_background=True,
-                batch_dice=False):
-    return DiceFocalLoss(dice_weight, focal_weight, gamma, class_weights=w, ignore_index=ii,
-                         **_dice_options(smooth, include_background, batch_dice))
-
-
-LOSSES: dict[str, Callable[..., nn.Module]] = {
-    "dice": _dice,
-    "dice-squared": _dice_squared,
-    "ce": _ce,
-    "dice+ce": _dice_ce,
-    "weighted-dice": _weighted,
-    "generalised-dice": _generalised_dice,
-    "tversky": _tversky,
-    "focal": _focal,
-    "dice+focal": _dice_focal,
-}
-
-
-def loss_options(name: str) -> dict[str, object]:
-    """The options loss `name` accepts, with their defaults (e.g. {"alpha": 0.5, "beta": 0.5, ...})."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}")
-    params = list(inspect.signature(LOSSES[name]).parameters.values())[3:]
-    return {p.name: p.default for p in params}
-
-
-def make_loss(
-    name: str,
-    num_classes: int,
-    class_weights: Sequence[float] | torch.Tensor | None = None,
-    ignore_index: int | None = None,
-    **options,
-) -> nn.Module:
-    """Build the loss registered as `name` for `num_classes` classes (the config/CLI entry point).
-
-    `options` are the loss's own settings (`loss_options(name)` lists them), e.g.
-    ``make_loss("tversky", 3, alpha=0.3, beta=0.7)`` or ``make_loss("dice", 3, batch_dice=True)``.
-    """
-    accepted = loss_options(name)
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2 (background + at least one class), got {num_classes}")
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(f"loss {name!r} has no option {', '.join(unknown)}; "
-                         f"its options: {', '.join(accepted) or 'none'}")
-    if class_weights is not None:
-        class_weights = _weights_tensor(class_weights, num_classes)
-    return LOSSES[name](num_classes, class_weights, ignore_index, **options)

@@ -16,13 +16,13 @@ Values -> classes:
   references' mapping is used, and failing that their own mapping is inferred over the
   prediction folder (so 0/255 binary predictions work against 0/1 references).
 
-Metrics come from `medseg.metrics.case_metrics` (one-vs-rest per class, never NaN): overlap
+Metrics come from `medseg.evaluation.metrics.case_metrics` (one-vs-rest per class, never NaN): overlap
 metrics and volumes for every class (background included), and for foreground classes the surface
 distances (HD95, ASSD in mm), the normalised surface Dice at ``tolerance`` mm and lesion-wise
 detection. Distances use the voxel spacing read from each reference file's header (3D; 2D
 pictures have spacing 1, so their distances are in pixels), unless ``spacing=`` is given.
 
-Empty masks (`medseg.surface`): a class absent from both masks scores Dice 1 and distance 0; a
+Empty masks (`medseg.evaluation.surface`): a class absent from both masks scores Dice 1 and distance 0; a
 class in only one of them scores Dice 0 and the image diagonal in mm as its distances. Such rows
 stay in every mean; each row's ``status`` says which case it was (found, missed, spurious,
 absent) and the summary counts them per class.
@@ -32,120 +32,25 @@ a single case), median, min, max and n over cases.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from medseg.errors import MedsegInputError
-from medseg.io.dataset import LABEL_DIR_NAMES, natural_key
-from medseg.io.labels import IGNORE_INDEX, LabelMapping, infer_label_mapping
-from medseg.io.registry import case_stem, is_mask_file, read_image_header, read_mask
+from ..errors import MedsegInputError
+from ..io.dataset import LABEL_DIR_NAMES, natural_key
+from ..io.labels import IGNORE_INDEX, LabelMapping, infer_label_mapping
+from ..io.registry import case_stem, is_mask_file, read_image_header, read_mask
+from .metrics import ALL_METRIC_NAMES, case_metrics
+from .result import STATS, STATUSES, EvaluationResult, case_status, default_class_names
 
 __all__ = ["EvaluationResult", "evaluate", "default_class_names", "STATS", "STATUSES", "case_status"]
 
-STATS = ("mean", "std", "median", "min", "max", "n")
 PROGRESS_MIN_CASES = 50
-# (metric, column title, decimals) of the printed table
-_TABLE_METRICS = (("dice", "Dice", 3), ("jaccard", "Jaccard", 3), ("precision", "Precision", 3),
-                  ("sensitivity", "Sensitivity", 3), ("specificity", "Specificity", 3),
-                  ("hd95", "HD95 mm", 2), ("assd", "ASSD mm", 2), ("nsd", "NSD", 3), ("rvd", "RVD", 3),
-                  ("lesion_f1", "Lesion F1", 3))
-# status of a class in one case: in both masks, only the reference, only the prediction, neither
-STATUSES = ("found", "missed", "spurious", "absent")
-
-
-def case_status(ref_pixels: int, pred_pixels: int) -> str:
-    """found (in both), missed (reference only), spurious (prediction only) or absent (neither)."""
-    if ref_pixels and pred_pixels:
-        return "found"
-    if ref_pixels:
-        return "missed"
-    return "spurious" if pred_pixels else "absent"
-
-
-def default_class_names(num_classes: int) -> list[str]:
-    """``["background", "class1", "class2", ...]``."""
-    return ["background"] + [f"class{k}" for k in range(1, num_classes)]
-
-
-@dataclass
-class EvaluationResult:
-    """Per-case rows, per-class summary and the settings that produced them.
-
-    rows:     one dict per case per class: case, class (index), class_name, status (`case_status`),
-              every metric computed for that class, ref_pixels and pred_pixels (voxels of the
-              class in reference and prediction). Background rows have no distance or lesion keys.
-    summary:  {class index: {"class_name": str, "cases": {status: count},
-               metric: {"mean", "std", "median", "min", "max", "n"}}}.
-    settings: folders, number of classes, class names, mappings, cases, ignored predictions,
-              spacing source, NSD tolerance, units and the empty-mask conventions.
-    """
-
-    rows: list[dict]
-    summary: dict[int, dict]
-    settings: dict = field(default_factory=dict)
-    metric_names: tuple[str, ...] = ("dice", "jaccard", "accuracy", "sensitivity", "specificity")
-
-    def table(self) -> str:
-        """Per-class table of mean ± std over cases, and how many cases missed or invented a class."""
-        unit = self.settings.get("distance_unit", "mm")
-        metrics = [(k, title.replace("mm", unit), d) for k, title, d in _TABLE_METRICS
-                   if k in self.metric_names and any(k in s for s in self.summary.values())]
-        header = ["class", "n"] + [title for _, title, _ in metrics] + ["missed", "spurious"]
-        lines = []
-        for k in sorted(self.summary):
-            s = self.summary[k]
-            n = s[metrics[0][0]]["n"] if metrics else 0
-            cases = s.get("cases", {})
-            lines.append([f"{k} {s['class_name']}", str(n)]
-                         + [f"{s[m]['mean']:.{d}f} ± {s[m]['std']:.{d}f}" if m in s else "-" for m, _, d in metrics]
-                         + [str(cases.get("missed", 0)), str(cases.get("spurious", 0))])
-        widths = [max(len(r[i]) for r in [header] + lines) for i in range(len(header))]
-        fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-        out = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in lines]
-        tol = self.settings.get("nsd_tolerance_mm")
-        if tol is not None and any(m == "nsd" for m, _, _ in metrics):
-            unit = self.settings.get("distance_unit", "mm")
-            out.append(f"NSD at {tol:g} {unit}; HD95/ASSD in {unit} (spacing: {self.settings.get('spacing_source', '')}); "
-                       "missed/spurious: cases with the class in only the reference/prediction "
-                       "(scored Dice 0, distance = image diagonal)")
-        return "\n".join(out)
-
-    def to_csv(self, path: str | os.PathLike) -> Path:
-        """One row per case per class (cells of metrics not computed for a class stay empty)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        columns = ["case", "class", "class_name", "status", *self.metric_names, "ref_pixels", "pred_pixels"]
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in row.items()})
-        return path
-
-    def to_json(self, path: str | os.PathLike) -> Path:
-        """Summary and settings."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"summary": {str(k): v for k, v in self.summary.items()}, "settings": self.settings}
-        path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-        return path
-
-
-def _json_default(o):
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _mask_folder(path: Path, role: str) -> Path:
@@ -294,9 +199,8 @@ def evaluate(
     tolerance:   NSD tolerance in mm. percentile: of the surface distances (95: HD95).
     distances / lesions: switch off the surface-distance / lesion-wise metrics (faster).
     ignore_label: reference value meaning "not annotated" (sparse labels; a run's mapping carries
-                 it): those voxels count in no metric (`medseg.metrics.case_metrics`).
+                 it): those voxels count in no metric (`medseg.evaluation.metrics.case_metrics`).
     """
-    from medseg.metrics import ALL_METRIC_NAMES, case_metrics  # imported here: metrics may grow heavy deps
 
     pred_root, ref_root = Path(pred_dir), Path(label_dir)
     if not pred_root.exists():

@@ -16,7 +16,7 @@ counted at all). Conventions, chosen so that no metric is ever NaN:
 `case_metrics` adds, per class of one case: volumes in millimetre units (mL in 3D, mm² in 2D,
 which is pixels when the file gives no spacing), the relative volume difference, and for
 foreground classes the surface distances HD95 and ASSD, the normalised surface Dice and
-lesion-wise detection (`medseg.surface`, which documents their empty-mask conventions).
+lesion-wise detection (`medseg.evaluation.surface`, which documents their empty-mask conventions).
 
 To aggregate over many cases, sum their `confusion` arrays first, then score the sum (e.g. with
 `dice_from_confusion`): that weighs every voxel equally, instead of averaging per-case scores.
@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from medseg.surface import (DISTANCE_METRICS, LESION_METRICS, as_spacing, lesion_metrics, surface_metrics,
+from .surface import (DISTANCE_METRICS, LESION_METRICS, as_spacing, lesion_metrics, surface_metrics,
                             worst_distance)
 
 __all__ = [

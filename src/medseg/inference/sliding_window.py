@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .device import memory_format
+from ..device import memory_format
 
 
 def gaussian_weight(patch_size: Sequence[int], sigma_scale: float = 0.125) -> torch.Tensor:

@@ -15,49 +15,33 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
-import numpy as np
 
-from .errors import MedsegInputError
-from .io.dataset import natural_key
+from ..errors import MedsegInputError
+from ..io.groups import case_groups, grouped_folds
+from ..io.layout import describe_dataset
+from ..planning import apply_overrides, read_plan, write_plan
+from ..runs import PLAN_FILE, RUN_INFO, fold_dir, run_finished
+from .finish import finish_crossval
+from .run import plan_overrides, resolve_plan, train_single
 
 SPLITS_FILE = "splits.json"
 DEFAULT_FOLDS = 5
 
 
-def fold_dir(root: str | os.PathLike, fold: int) -> Path:
-    return Path(root) / f"fold_{int(fold)}"
-
-
-def fold_runs(root: str | os.PathLike) -> list[Path]:
-    """Fold run folders under a cross-validation folder that hold a checkpoint, in fold order."""
-    root = Path(root)
-    found = [p for p in root.glob("fold_*") if p.is_dir() and (p / "checkpoints").is_dir()
-             and any((p / "checkpoints").glob("*.pt"))]
-    return sorted(found, key=lambda p: natural_key(p.name))
-
-
-def make_splits(case_ids: list[str], folds: int = DEFAULT_FOLDS, seed: int = 0) -> list[dict]:
-    """Deterministic k-fold split of case ids: a seeded shuffle dealt round-robin into folds."""
-    if folds < 2:
-        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
-    if len(case_ids) < folds:
-        raise ValueError(f"{len(case_ids)} cases cannot make {folds} folds (each fold needs a validation case)")
-    ids = sorted(case_ids, key=natural_key)
-    order = np.random.default_rng(seed).permutation(len(ids))
-    members = [[ids[i] for i in order[f::folds]] for f in range(folds)]
-    splits = []
-    for f in range(folds):
-        val = sorted(members[f], key=natural_key)
-        train = sorted((c for g in range(folds) if g != f for c in members[g]), key=natural_key)
-        splits.append({"train": train, "val": val})
-    return splits
+def make_splits(case_ids: list[str], folds: int = DEFAULT_FOLDS, seed: int = 0,
+                groups: dict[str, str] | None = None) -> list[dict]:
+    """Deterministic k-fold split of case ids that keeps each group (`medseg.io.groups`) in one
+    fold; with no groups, a seeded shuffle dealt round-robin into folds."""
+    return grouped_folds(case_ids, groups or {c: c for c in case_ids}, folds, seed)
 
 
 def load_or_create_splits(root: str | os.PathLike, case_ids: list[str], folds: int = DEFAULT_FOLDS,
-                          seed: int = 0) -> list[dict]:
-    """RUN/splits.json if present (checked against the dataset), else a new deterministic one."""
+                          seed: int = 0, groups: dict[str, str] | None = None) -> list[dict]:
+    """RUN/splits.json if present (checked against the dataset; a group split across train and
+    validation is reported, since the user may have meant it), else a new deterministic one."""
     path = Path(root) / SPLITS_FILE
     if path.is_file():
         try:
@@ -74,8 +58,13 @@ def load_or_create_splits(root: str | os.PathLike, case_ids: list[str], folds: i
             both = set(split["train"]) & set(split["val"])
             if both:
                 raise MedsegInputError(path, f"fold {f} has cases in both train and val: {sorted(both)[:5]}")
+            if groups:
+                shared = {groups[c] for c in split["val"]} & {groups[c] for c in split["train"]}
+                if shared:
+                    warnings.warn(f"{path}: fold {f} puts cases of one group (patient) on both sides of the split: "
+                                  f"{sorted(shared)[:5]}; its validation Dice will be optimistic")
         return splits
-    splits = make_splits(case_ids, folds, seed)
+    splits = make_splits(case_ids, folds, seed, groups)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(splits, indent=1))
@@ -106,25 +95,24 @@ def train_folds(data: str | os.PathLike, root: str | os.PathLike, *, folds: str 
     trained later, or on other machines, train the same configuration. `minutes` is the budget
     of the whole call, shared equally between the folds it trains.
     """
-    from .io.layout import describe_dataset
-    from .plan import apply_overrides, read_plan, write_plan
-    from .train import plan_overrides, resolve_plan, train_single
-
     data, root = Path(data), Path(root)
     pairs, _ = describe_dataset(data)
     if len(pairs) < 2:
         raise MedsegInputError(data, f"cross-validation needs at least 2 cases, the dataset has {len(pairs)}")
-    if len(pairs) < n_folds:  # a tiny dataset: one validation case per fold
-        print(f"{len(pairs)} cases: {len(pairs)}-fold cross-validation instead of {n_folds}-fold")
-        n_folds = len(pairs)
-    splits = load_or_create_splits(root, [p.case_id for p in pairs], n_folds, seed=int(options.get("seed", 0)))
+    groups = case_groups(pairs)
+    n_groups = len(set(groups.values()))
+    if n_groups < n_folds:  # a tiny dataset: one validation group per fold
+        print(f"{n_groups} case groups: {n_groups}-fold cross-validation instead of {n_folds}-fold")
+        n_folds = n_groups
+    splits = load_or_create_splits(root, [p.case_id for p in pairs], n_folds, seed=int(options.get("seed", 0)),
+                                   groups=groups)
     chosen = parse_folds(folds, len(splits))
     if not chosen:
         raise ValueError("no fold to train")
     per_fold = dict(options)
     if per_fold.get("minutes"):
         per_fold["minutes"] = float(per_fold["minutes"]) / len(chosen)
-    plan_path = root / "plan.json"
+    plan_path = root / PLAN_FILE
     the_plan = None
     if plan is not False and not resume:
         if plan is None and plan_path.is_file():
@@ -135,20 +123,12 @@ def train_folds(data: str | os.PathLike, root: str | os.PathLike, *, folds: str 
                 write_plan(the_plan, plan_path)
     for fold in chosen:
         target = fold_dir(root, fold)
-        if not resume and (target / "run.json").is_file() and _finished(target):
+        if not resume and (target / RUN_INFO).is_file() and run_finished(target):
             print(f"fold {fold}: already trained in {target}; skipped (use --resume to extend it)")
             continue
         print(f"fold {fold}: {len(splits[fold]['train'])} training, {len(splits[fold]['val'])} validation cases")
         train_single(data, target, {**per_fold, "fold": fold}, resume=resume,
                      plan=the_plan if the_plan is not None else False, split=splits[fold], finish=finish)
     if finish:
-        from .finish import finish_crossval
         finish_crossval(root)
     return root
-
-
-def _finished(run: Path) -> bool:
-    try:
-        return bool(json.loads((run / "run.json").read_text()).get("finished"))
-    except (OSError, json.JSONDecodeError):
-        return False

@@ -17,8 +17,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .io.labels import IGNORE_INDEX
-from .metrics import confusion, dice_from_confusion
+from ..evaluation.metrics import confusion, dice_from_confusion
+from ..io.labels import IGNORE_INDEX
 
 POSTPROCESSING_FILE = "postprocessing.json"
 MIN_GAIN = 1e-4   # a smaller "improvement" is numerical noise, not evidence

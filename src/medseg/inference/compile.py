@@ -1,0 +1,67 @@
+"""When prediction switches its windows to `torch.compile`: only once the work still ahead
+repays the compilation (docs/decisions.md has the measurements behind the two constants)."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..device import compile_model, has_cpp_compiler
+
+# "auto" compiles when the work still ahead repays it: compiling a 3D U-Net takes ~18 s here.
+# Compiled windows ran 1.77x faster while the eager instance norm used var_mean (session 7), 6 %
+# faster once it took two passes (session 8), and with windows in pairs (`windows_per_call`,
+# session 9) between 4 % faster and 10 % slower (benchmarks/profile_unet.py): so "auto" compiles
+# only for jobs of about a thousand seconds of windows; BENCHMARKS.md
+COMPILE_COST_S = 20.0
+COMPILE_SAVES = 0.02
+
+
+class CompilingNetwork:
+    """Runs `model` eagerly and switches to `torch.compile(model)` for one input shape once the
+    calls still expected with that shape would, at their measured eager time, save more than the
+    compilation costs (`COMPILE_COST_S`); `at_once` compiles at the first call instead.
+
+    The caller says how many calls lie ahead (`expect`): the sliding window's full batches of
+    patch-sized windows, in this case and, estimated from it, the cases still to come. Only that
+    shape compiles; short last batches and images run whole (their shapes vary) stay eager and
+    never trigger a recompilation.
+    """
+
+    def __init__(self, model: torch.nn.Module, at_once: bool, fall_back: bool):
+        self.model, self.at_once, self.fall_back = model, at_once, fall_back
+        self.compiled: torch.nn.Module | None = None
+        self.shape: tuple[int, ...] | None = None
+        self.ahead: dict[tuple[int, ...], int] = {}
+        self.seen: set[tuple[int, ...]] = set()
+
+    def expect(self, shape: tuple[int, ...], calls: int) -> None:
+        """`calls` more calls with inputs of `shape` are coming (replaces the earlier figure)."""
+        self.ahead = {tuple(shape): calls}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        key = tuple(x.shape)
+        if key in self.ahead:
+            self.ahead[key] = max(0, self.ahead[key] - 1)
+        if self.compiled is not None:
+            return self.compiled(x) if key == self.shape else self.model(x)
+        if self.at_once:
+            self.compiled, self.shape = compile_model(self.model, self.fall_back), key
+            return self.compiled(x)
+        start = time.perf_counter()
+        out = self.model(x)
+        seconds = time.perf_counter() - start
+        warm = key in self.seen  # a shape's first call also sets up its kernels: not its cost
+        self.seen.add(key)
+        if warm and self.ahead.get(key, 0) * seconds * COMPILE_SAVES > COMPILE_COST_S:
+            self.compiled, self.shape = compile_model(self.model, self.fall_back), key
+        return out
+
+
+def prediction_network(model, setting: bool | str, device: torch.device, backend: str):
+    """The callable that runs the windows: the model, or a `CompilingNetwork` around it."""
+    if setting not in ("auto", True, False):
+        raise ValueError(f"compile must be True, False or 'auto', got {setting!r}")
+    if backend != "torch" or setting is False or (setting == "auto" and not (device.type == "cpu" and has_cpp_compiler())):
+        return model
+    return CompilingNetwork(model, at_once=setting is True, fall_back=setting == "auto")

@@ -1,0 +1,94 @@
+"""`medseg predict`: an image or volume file, a DICOM series folder, or a folder of them in; one
+mask per case (and an overlay) out, in the input's format and geometry.
+
+Masks hold class indices 0..K-1, in the input's format: PNG for 2D pictures, NIfTI / NRRD / MHA
+as the input, NIfTI (``.nii.gz``) for DICOM series unless another `output_format` is asked for.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..case import Case
+from ..errors import MedsegInputError
+from ..io import write_mask
+from ..io.dataset import read_image_channels
+from ..io.layout import InputCase, prediction_inputs
+from ..io.registry import MASK_WRITE_SUFFIXES, match_suffix
+from ..io.dicom import read_dicom_series
+from ..report.overlay import save_overlay
+from .predictor import Predictor
+
+def read_input_case(item: InputCase, channels: int | None = None) -> Case:
+    """Read a case to predict (its channel files, or its DICOM series) as an unlabelled Case."""
+    if item.dicom:
+        image, spacing, meta = read_dicom_series(item.source)
+        if channels is not None and image.shape[0] != channels:
+            raise MedsegInputError(item.source, f"a DICOM series has 1 channel but the model takes {channels}")
+    else:
+        image, spacing, meta = read_image_channels(item.files, item.case_id, channels, "the model takes")
+    return Case(case_id=item.case_id, image=image, spacing=spacing, source=item.source, meta=meta)
+
+
+def output_suffix(item: InputCase, output_format: str | None) -> str:
+    """The mask file suffix for a case: asked-for format, else the input's where masks can be
+    written in it (NIfTI, NRRD, MHA, PNG), else ``.nii.gz`` for volumes and ``.png`` for pictures."""
+    if output_format:
+        suffix = output_format if output_format.startswith(".") else "." + output_format
+        if suffix.lower() not in MASK_WRITE_SUFFIXES:
+            raise ValueError(f"cannot write masks as {suffix} (supported: {', '.join(sorted(MASK_WRITE_SUFFIXES))})")
+        return suffix.lower()
+    if item.dicom:
+        return ".nii.gz"
+    suffix = match_suffix(item.source)
+    if suffix in MASK_WRITE_SUFFIXES and suffix not in (".mhd", ".nhdr"):  # detached formats -> one file
+        return suffix
+    return ".png" if suffix in (".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".png") else ".nii.gz"
+
+
+def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.PathLike, *,
+            device: str = "auto", checkpoint: str = "best", overlap: float = 0.5, mirror: bool | str = "auto",
+            overlays: bool = True, overwrite: bool = False, output_format: str | None = None,
+            folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch",
+            skip_empty: bool = False, compile: bool | str = "auto") -> list[Path]:
+    """Segment an image or volume file, a DICOM series folder, or a folder of them; returns the
+    written mask paths.
+
+    Masks go to OUT/<case><suffix> (`output_suffix`), overlays to OUT/overlays/<case>.png (3D:
+    three orthogonal slices through the predicted structure). Existing files are never replaced
+    unless `overwrite`, and an input file is never written over in any case. `skip_empty=True`
+    does not run the network on windows that hold nothing but background (`Predictor`).
+    `compile`: "auto" switches the windows to `torch.compile` on a CPU once the windows still
+    ahead (this case's, and as many for every case to come) would repay the compilation
+    (`CompilingNetwork`); True compiles at once; False never.
+    """
+    predictor = Predictor(run, checkpoint=checkpoint, device=device, overlap=overlap, mirror=mirror,
+                          folds=folds, postprocess=postprocess, backend=backend, skip_empty=skip_empty,
+                          compile=compile)
+    items = prediction_inputs(inputs, predictor.in_channels, predictor.dataset.channel_names)
+    out = Path(out)
+    targets = [out / f"{item.case_id}{output_suffix(item, output_format)}" for item in items]
+    if len(set(targets)) != len(targets):
+        dup = sorted({t.name for t in targets if targets.count(t) > 1})
+        raise MedsegInputError(Path(inputs), f"several inputs would write the same mask: {dup[:5]}")
+    resolved_inputs = {f.resolve() for item in items for f in item.files}
+    for target in targets:
+        if target.resolve() in resolved_inputs:
+            raise MedsegInputError(target, "is an input image; choose an --out folder that is not the input folder")
+    if not overwrite:
+        existing = [t for t in targets if t.exists()]
+        if existing:
+            raise FileExistsError(f"{existing[0]}: already exists ({len(existing)} of the masks to write do); "
+                                  "use --overwrite to replace them or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    for index, (item, target) in enumerate(tqdm(list(zip(items, targets)), desc="predicting", unit="case",
+                                                 disable=None)):
+        predictor.cases_ahead = len(items) - index - 1
+        case = read_input_case(item, predictor.in_channels)
+        mask = predictor.segment(case)
+        write_mask(target, mask, case.meta)
+        if overlays:
+            save_overlay(out / "overlays" / f"{item.case_id}.png", case.image, mask, spacing=case.spacing)
+    return targets

@@ -1,0 +1,100 @@
+"""The run folder: where a run keeps its files, how its checkpoints are written and read, and
+how a model is rebuilt from one. Every other module goes through here for these paths.
+
+    RUN/run.json              settings, dataset summary, label mapping, split, timings
+    RUN/plan.json             the plan the run trained with
+    RUN/log.csv               one row per epoch
+    RUN/checkpoints/{last,best}.pt
+    RUN/fold_K/               the folds of a cross-validation folder (each an ordinary run)
+
+A checkpoint is self-contained: weights plus everything prediction needs (model spec, label
+mapping, preprocessing, patch size), so `medseg predict` needs nothing but the run folder. It is
+written atomically, so a crash never leaves a half-written file behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import MedsegInputError
+from .io.dataset import natural_key
+from .nets import build_model
+
+RUN_INFO = "run.json"
+PLAN_FILE = "plan.json"
+LOG_CSV = "log.csv"
+CHECKPOINTS = "checkpoints"
+
+
+def checkpoint_path(run: str | os.PathLike, which: str = "last") -> Path:
+    """RUN/checkpoints/{which}.pt (which: last, best)."""
+    return Path(run) / CHECKPOINTS / f"{which}.pt"
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint here")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def find_checkpoint(run: Path, which: str = "best") -> Path:
+    """RUN/checkpoints/{which}.pt, falling back from best to last (a run without validation)."""
+    run = Path(run)
+    for name in ([which, "last"] if which == "best" else [which]):
+        candidate = checkpoint_path(run, name)
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{run}: not a medseg run folder (no checkpoints/{which}.pt); train one with `medseg train`")
+
+
+def model_from_state(state: dict, device: torch.device | str | None = None) -> nn.Module:
+    """The network a checkpoint describes, with its weights ("model": the averaged weights when
+    the run used EMA), in eval mode."""
+    model = build_model(state["model_name"], int(state["in_channels"]), int(state["num_classes"]),
+                        int(state["spatial_dims"]), **state.get("model_options", {}))
+    model.load_state_dict(state["model"])
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def read_run_info(run_dir: str | os.PathLike) -> dict:
+    """run.json of a run folder, with a clear error when it is not one."""
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        raise MedsegInputError(Path(run_dir), "is not a medseg run folder (no run.json)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise MedsegInputError(path, f"is not valid JSON ({exc})") from exc
+
+
+def run_finished(run: Path) -> bool:
+    """Whether run.json says the run's training ended (False when it cannot be read)."""
+    try:
+        return bool(json.loads((Path(run) / RUN_INFO).read_text()).get("finished"))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def fold_dir(root: str | os.PathLike, fold: int) -> Path:
+    return Path(root) / f"fold_{int(fold)}"
+
+
+def fold_runs(root: str | os.PathLike) -> list[Path]:
+    """Fold run folders under a cross-validation folder that hold a checkpoint, in fold order."""
+    root = Path(root)
+    found = [p for p in root.glob("fold_*") if p.is_dir() and (p / CHECKPOINTS).is_dir()
+             and any((p / CHECKPOINTS).glob("*.pt"))]
+    return sorted(found, key=lambda p: natural_key(p.name))

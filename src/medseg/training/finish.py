@@ -1,0 +1,160 @@
+"""What happens after training: the validation cases are predicted at full resolution and
+evaluated (RUN/validation), postprocessing is chosen on them (RUN/postprocessing.json), and the
+report is written. For a cross-validation folder the same is done on the pooled out-of-fold
+predictions of every finished fold.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MedsegInputError
+from ..evaluation import evaluate
+from ..inference import Predictor, output_suffix, read_input_case
+from ..inference.postprocess import choose_postprocessing, describe, write_postprocessing
+from ..io import write_mask
+from ..io.dataset import read_case
+from ..io.labels import LabelMapping
+from ..io.layout import InputCase, describe_dataset
+from ..io.registry import case_stem, read_mask
+from ..report.run_report import (METRICS_CSV, SUMMARY_JSON, VALIDATION_DIR, VALIDATION_INFO, write_json,
+                                 write_run_report)
+from ..runs import fold_runs, read_run_info
+
+
+def ensure_validation(run_dir: str | os.PathLike, *, device: str = "auto", checkpoint: str = "best",
+                      overwrite: bool = False) -> Path:
+    """RUN/validation with one predicted mask per validation case, metrics.csv and summary.json.
+
+    Returns at once when metrics.csv and summary.json are already there (unless `overwrite`).
+    When only they are missing but every mask is there, the masks are evaluated again without
+    predicting. Otherwise predicts the run's validation split (run.json ``split.val``) from the dataset folder
+    recorded in run.json with the `checkpoint` weights, writes each mask as
+    ``<case id><suffix>`` in the input's format and geometry (`medseg.inference.output_suffix`),
+    and evaluates them with every metric (`medseg.evaluation.evaluate`, the run's label mapping and
+    class names). ``validation.json`` records the checkpoint and the seconds spent. A run without
+    validation cases gets the folder with only validation.json in it.
+    """
+    run = Path(run_dir)
+    info = read_run_info(run)
+    out = run / VALIDATION_DIR
+    if not overwrite and (out / METRICS_CSV).is_file() and (out / SUMMARY_JSON).is_file():
+        return out
+    val_ids = [str(c) for c in (info.get("split") or {}).get("val", [])]
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict = {"cases": len(val_ids), "checkpoint": checkpoint}
+    if not val_ids:
+        write_json(out / VALIDATION_INFO, {**record, "note": "this run has no validation cases"})
+        return out
+
+    data = Path(info["data"])
+    pairs, _ = describe_dataset(data)
+    by_id = {p.case_id: p for p in pairs}
+    gone = [c for c in val_ids if c not in by_id or by_id[c].label is None]
+    if gone:
+        raise MedsegInputError(data, f"{len(gone)} validation case(s) of {run} are not in this dataset "
+                                     f"(or have no label): {', '.join(gone[:10])}")
+    val_pairs = [by_id[c] for c in val_ids]
+    label_dirs = {p.label.parent for p in val_pairs}
+    renamed = [p.label for p in val_pairs if case_stem(p.label) != p.case_id]
+    if len(label_dirs) != 1 or renamed:
+        raise MedsegInputError(data, "validation labels must sit in one folder named by case id "
+                                     f"(found {len(label_dirs)} folder(s); e.g. {renamed[:1]})")
+
+    start = time.perf_counter()
+    targets = {p.case_id: out / f"{p.case_id}{output_suffix(InputCase(p.case_id, p.image_files), None)}"
+               for p in val_pairs}
+    if overwrite or not all(t.is_file() for t in targets.values()):
+        predictor = Predictor(run, checkpoint=checkpoint, device=device)
+        for stale in out.iterdir():  # masks of an earlier, interrupted attempt
+            if stale.is_file() and stale.name not in (VALIDATION_INFO,):
+                stale.unlink()
+        for pair in val_pairs:
+            item = InputCase(pair.case_id, pair.image_files)
+            case = read_input_case(item, predictor.in_channels)
+            write_mask(targets[pair.case_id], predictor.segment(case), case.meta)
+        record["predict_s"] = round(time.perf_counter() - start, 2)
+    else:  # every mask is there (e.g. only the metrics were deleted): evaluate them again
+        previous = out / VALIDATION_INFO
+        if previous.is_file():
+            record["predict_s"] = json.loads(previous.read_text()).get("predict_s")
+
+    start = time.perf_counter()
+    tmp_csv, tmp_json = out / (METRICS_CSV + ".tmp"), out / (SUMMARY_JSON + ".tmp")
+    evaluate(out, label_dirs.pop(), cases=val_ids, mapping=info.get("label_mapping"),
+             class_names=info.get("class_names"), csv_path=tmp_csv, json_path=tmp_json)
+    os.replace(tmp_csv, out / METRICS_CSV)  # written last: their presence means "complete"
+    os.replace(tmp_json, out / SUMMARY_JSON)
+    record["evaluate_s"] = round(time.perf_counter() - start, 2)
+    write_json(out / VALIDATION_INFO, record)
+    return out
+
+
+def _validation_cases(run: Path):
+    """(predicted mask, reference label) per validation case of a finished run, read lazily."""
+    info = read_run_info(run)
+    val_dir = ensure_validation(run)
+    masks = {case_stem(p): p for p in val_dir.iterdir() if p.is_file() and not p.name.endswith((".csv", ".json"))}
+    val_ids = [str(c) for c in (info.get("split") or {}).get("val", [])]
+    if not val_ids:
+        return info, []
+    pairs, dataset = describe_dataset(Path(info["data"]))
+    by_id = {p.case_id: p for p in pairs}
+    mapping = LabelMapping.from_dict(info["label_mapping"])
+
+    def load(case_id: str) -> tuple[np.ndarray, np.ndarray]:
+        ref = read_case(by_id[case_id], mapping, dataset.channels).label
+        return np.asarray(read_mask(masks[case_id])).astype(np.int64), np.asarray(ref).astype(np.int64)
+
+    return info, [(c, load) for c in val_ids if c in masks]
+
+
+def finish_run(run: str | os.PathLike, report: bool = True) -> dict:
+    """Validation predictions, postprocessing choice and report for one run folder."""
+    run = Path(run)
+    info, cases = _validation_cases(run)
+    spec = choose_postprocessing((load(c) for c, load in cases), int(len(info["class_names"])),
+                                 info.get("class_names"))
+    spec["chosen_on"] = f"validation split of {run.name} ({len(cases)} cases)"
+    write_postprocessing(run, spec)
+    print(describe(spec))
+    if report:
+        _write_report(run)
+    return spec
+
+
+def finish_crossval(root: str | os.PathLike) -> dict:
+    """Postprocessing for the ensemble of a cross-validation folder, chosen on the pooled
+    validation predictions of its finished folds; RUN/crossval.json lists the folds."""
+    root = Path(root)
+    runs = fold_runs(root)
+    pooled, folds, class_names = [], [], None
+    for run in runs:
+        info, cases = _validation_cases(run)
+        class_names = info.get("class_names")
+        pooled.extend(cases)
+        folds.append({"fold": run.name, "val_cases": len(cases), "finished": bool(info.get("finished")),
+                      "best_val_dice_mean": info.get("best_val_dice_mean")})
+    if class_names is None:
+        return {}
+    spec = choose_postprocessing((load(c) for c, load in pooled), len(class_names), class_names)
+    spec["chosen_on"] = f"pooled validation predictions of {len(runs)} fold(s) ({len(pooled)} cases)"
+    write_postprocessing(root, spec)
+    tmp = root / "crossval.json.tmp"
+    tmp.write_text(json.dumps({"folds": folds, "postprocessing": spec}, indent=2))
+    os.replace(tmp, root / "crossval.json")
+    print(describe(spec))
+    return spec
+
+
+def _write_report(run: Path) -> None:
+    """The HTML report; a failure here warns and never costs the trained model."""
+    try:
+        write_run_report(run)
+    except Exception as exc:  # noqa: BLE001 - the run is saved; the report can be made again
+        warnings.warn(f"{run}: the report could not be written ({exc}); run `medseg report {run}` to retry")
