@@ -8,11 +8,9 @@ import torch
 
 from ..device import compile_model, has_cpp_compiler
 
-# "auto" compiles when the work still ahead repays it: compiling a 3D U-Net takes ~18 s here.
-# Compiled windows ran 1.77x faster while the eager instance norm used var_mean (session 7), 6 %
-# faster once it took two passes (session 8), and with windows in pairs (`windows_per_call`,
-# session 9) between 4 % faster and 10 % slower (benchmarks/profile_unet.py): so "auto" compiles
-# only for jobs of about a thousand seconds of windows; BENCHMARKS.md
+# "auto" compiles a shape only when the windows still ahead would save more than the compilation
+# (~18 s for a 3D U-Net): against eager windows in pairs with the two-pass norm, compiled ones save
+# only a few per cent, so that takes about a thousand seconds of windows (docs/decisions.md).
 COMPILE_COST_S = 20.0
 COMPILE_SAVES = 0.02
 

@@ -8,9 +8,8 @@ file that exists is one that computes the same logits.
 
 `OnnxModel` is the adapter the sliding window calls instead of the torch module (a torch batch
 in, a torch logits tensor out), so `medseg.inference.sliding_window` does not know which
-backend runs. The default backend stays `torch`: the issue keeps a speed lever only if it pays,
-and ONNX Runtime has not yet been measured against PyTorch on these machines
-(benchmarks/onnx_backend.py).
+backend runs. The default backend stays `torch`: ONNX Runtime was no faster where prediction
+time matters (docs/decisions.md, "ONNX Runtime stays opt-in").
 
 Export detail: medseg's own InstanceNorm (reductions written out, fast for channels-last in
 PyTorch) trips the legacy TorchScript exporter with dynamic shapes, so the exported copy uses

@@ -27,9 +27,9 @@ from .sliding_window import argmax_mask, count_windows, mirror_sets, sliding_win
 def mirrors(mirror: bool | str, spatial_dims: int) -> bool:
     """Whether to average over flips (mirroring test-time augmentation).
 
-    ``"auto"`` mirrors 2D images and not volumes: in 2D the 4 flips cost little (Kvasir-SEG:
-    200 images in 32 s instead of 19 s) and raised held-out polyp Dice from 0.797 to 0.810
-    (BENCHMARKS.md), while in 3D the 8 flips multiply the minutes a CPU spends per volume by 8.
+    ``"auto"`` mirrors 2D images and not volumes: in 2D the 4 flips cost little and raise
+    held-out Dice, while in 3D the 8 flips multiply a CPU's minutes per volume by 8 for almost
+    no gain (docs/decisions.md, "Mirroring on for 2D, off for 3D").
     """
     if mirror == "auto":
         return spatial_dims == 2
@@ -107,7 +107,7 @@ class Predictor:
         self.mirror_axes = self.members[0].mirror_axes
         self.autocast = self.members[0].autocast
         self.overlap = overlap
-        # windows of pure background not run: off by default, it changed masks of the BraTS run (BENCHMARKS.md)
+        # background-only windows run unless asked: skipping them changed masks (docs/decisions.md)
         self.skip_empty = skip_empty
         self.batch_size = batch_size or windows_per_call(self.patch_size, self.device)  # windows per call
         self.cases_ahead = 0  # cases still to come after this one (`predict` sets it): compile="auto" weighs them

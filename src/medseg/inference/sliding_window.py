@@ -45,12 +45,9 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
 def windows_per_call(patch_size: Sequence[int], device: torch.device | str = "cpu") -> int:
     """How many windows to run per network call: about 256k voxels, 2 to 8 windows.
 
-    Larger batches outgrow the caches. On this 2-core CPU a 56³ window took 88 ms in pairs and
-    115 ms in fours; a 40x56x40 one 41 ms in pairs, 44 ms in fours and 56 ms in eights; 120²
-    windows ran alike in fours and eights, slower in 16s or 32s (BENCHMARKS.md, "Session 9:
-    windows in pairs"). Single windows ran 11 % slower per window than pairs, hence at least 2.
-    Measured on a CPU only: other devices keep the earlier fixed 4 (pass a batch size of your
-    own where larger batches pay).
+    On a CPU larger batches outgrow the caches, and at least 2 gives every core a window
+    (docs/decisions.md, "Windows per call", "Use every core"). Other devices keep 4, not measured
+    there (pass a batch size of your own where larger batches pay).
     """
     if torch.device(device).type != "cpu":
         return 4
@@ -220,9 +217,9 @@ def _run_batch(model: nn.Module, padded: torch.Tensor, crops: list[tuple[slice, 
     """Softmax (B, K, *window) of a batch of windows, averaged over the mirror flips.
 
     Flipped copies share a network call while the call holds at most `per_call` windows, so an
-    image that fits in one window runs its 4 (2D) or 8 (3D) mirrored passes in fuller batches:
-    a single 120² window took 7.7 ms per pass alone and 5.4 ms in fours (BENCHMARKS.md). The
-    flips are summed in the same order either way.
+    image that fits in one window runs its 4 (2D) or 8 (3D) mirrored passes in fuller, faster
+    batches (docs/decisions.md, "Mirrored passes share network calls"). The flips are summed in
+    the same order either way.
     """
     batch = torch.stack([padded[(slice(None),) + sl] for sl in crops]).to(device)
     n = batch.shape[0]
@@ -247,8 +244,8 @@ def argmax_mask(probabilities: torch.Tensor, chunk_voxels: int = 1 << 22) -> np.
     `torch.argmax`).
 
     A slab of rows at a time, so no full-size int64 index map is ever made; and class by class
-    with comparisons, because `argmax` over the outer class axis runs ~6x slower on a CPU (a
-    5-class 240x240x155 map: 1.6 s against 0.18 s, BENCHMARKS.md).
+    with comparisons, because `argmax` over the outer class axis is several times slower on a
+    CPU (docs/decisions.md, "Argmax class by class").
     """
     spatial = tuple(probabilities.shape[1:])
     mask = np.empty(spatial, dtype=np.uint8)
