@@ -15,8 +15,8 @@ from torch import nn
 
 
 def memory_format(spatial_dims: int) -> torch.memory_format:
-    """Channels-last for 3D: oneDNN's 3D convolutions run about 1.3x faster per training step
-    in that layout on CPU (BENCHMARKS.md); 2D keeps the default layout."""
+    """Channels-last for 3D: a CPU training step with oneDNN's 3D convolutions runs faster in
+    that layout (docs/decisions.md); 2D keeps the default layout."""
     return torch.channels_last_3d if spatial_dims == 3 else torch.contiguous_format
 
 

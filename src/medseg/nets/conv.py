@@ -3,9 +3,9 @@
 PyTorch picks its CPU convolution kernel with a rule written for 2D batches: a float32 input of
 batch 1 with a 3x3 kernel goes to the unvectorised reference kernel (`slow_conv3d_forward`)
 whenever batch x channels x the first two spatial sizes is at most 20480. In a 3D U-Net that is
-the first layer (2-4 channels at 56 voxels), the 64-channel layers at 14³ and the bottleneck, so
-one 56³ window took 135 ms instead of 98 ms here (BENCHMARKS.md, "Session 9"); a case that fits
-in one window (MSD Hippocampus) is always batch 1. These classes route exactly that situation
+the first layer (2-4 channels at 56 voxels), the 64-channel layers at 14³ and the bottleneck,
+which then dominate a window's time (docs/decisions.md, "Batch-1 convolutions on oneDNN"); a case
+that fits in one window (MSD Hippocampus) is always batch 1. These classes route exactly that situation
 (CPU, float32, batch 1, no autograd, no autocast, not being traced, exported or compiled) to
 oneDNN, which gives the same result within float rounding; everything else is `nn.ConvNd`'s
 own path. Parameters and state-dict keys are those of `nn.Conv2d` / `nn.Conv3d`. The direct

@@ -31,8 +31,8 @@ class InstanceNorm(nn.Module):
 
     Same arithmetic and parameters (``weight``, ``bias``) as `nn.InstanceNorm3d(affine=True)`,
     but it keeps channels-last tensors channels-last: PyTorch's CPU kernel reshapes into a
-    batch-norm call and copies the activations twice per layer, which cost a 3D U-Net about a
-    quarter of its training step here (BENCHMARKS.md).
+    batch-norm call and copies the activations twice per layer, a large share of a 3D U-Net's
+    training step (docs/decisions.md, "Channels-last 3D and medseg's InstanceNorm").
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):
@@ -47,10 +47,9 @@ class InstanceNorm(nn.Module):
             var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
         else:
             # without autograd, two vectorised passes (mean, then the mean square about it): on a
-            # CPU var_mean's one-pass loop made the norms 38 % of an eager prediction batch, and
-            # this halves a 2D batch's time (BENCHMARKS.md). Training keeps var_mean, whose
-            # backward saves no extra activation; E[x²] - E[x]² would be faster still but loses
-            # all precision when a channel's mean dwarfs its spread.
+            # CPU they beat var_mean's one-pass loop (docs/decisions.md). Training keeps var_mean,
+            # whose backward saves no extra activation; E[x²] - E[x]² would be faster still but
+            # loses all precision when a channel's mean dwarfs its spread.
             mean = x.mean(dims, keepdim=True)
             var = (x - mean).square_().mean(dims, keepdim=True)
         shape = (1, -1) + (1,) * (x.ndim - 2)
