@@ -5,11 +5,12 @@ batch 1 with a 3x3 kernel goes to the unvectorised reference kernel (`slow_conv3
 whenever batch x channels x the first two spatial sizes is at most 20480. In a 3D U-Net that is
 the first layer (2-4 channels at 56 voxels), the 64-channel layers at 14³ and the bottleneck,
 which then dominate a window's time (docs/decisions.md, "Batch-1 convolutions on oneDNN"); a case
-that fits in one window (MSD Hippocampus) is always batch 1. These classes route exactly that situation
-(CPU, float32, batch 1, no autograd, no autocast, not being traced, exported or compiled) to
-oneDNN, which gives the same result within float rounding; everything else is `nn.ConvNd`'s
-own path. Parameters and state-dict keys are those of `nn.Conv2d` / `nn.Conv3d`. The direct
-oneDNN call gets a FLOP formula, so `torch.utils.flop_counter` counts these layers as before.
+that fits in one window (MSD Hippocampus) is always batch 1. These classes route exactly that
+situation (CPU, float32, batch 1, no autograd, no autocast, not being traced, exported or
+compiled) to oneDNN, which gives the same result within float rounding; everything else is
+`nn.ConvNd`'s own path. Parameters and state-dict keys are those of `nn.Conv2d` / `nn.Conv3d`.
+The direct oneDNN call gets a FLOP formula, so `torch.utils.flop_counter` counts these layers as
+before.
 """
 from __future__ import annotations
 
