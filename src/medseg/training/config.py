@@ -42,7 +42,7 @@ class TrainConfig:
                                                   # time (first and last epoch always validate); 1: every epoch
     workers: int = 2
     compile: bool | str = "auto"                  # torch.compile the training step's network (~30 s once);
-                                                  # "auto": see `compiles` (BENCHMARKS.md)
+                                                  # "auto": see `compiles` (docs/decisions.md)
     class_names: tuple[str, ...] | None = None    # names for classes 0..K-1 in logs and reports
     deep_supervision: bool = False                # unet/resunet: logits at every decoder scale in training
     loss_options: dict = field(default_factory=dict)  # make_loss options, e.g. {"alpha": 0.3, "beta": 0.7}
@@ -108,8 +108,8 @@ def compiles(setting: bool | str, spatial_dims: int, device: torch.device, minut
     """Whether training steps run through `torch.compile`.
 
     ``"auto"`` compiles training on a CPU with a clock budget of at least COMPILE_MIN_MINUTES
-    and a C++ compiler on the PATH (inductor needs one): after ~30 s of compilation a step of
-    the planned U-Nets train markedly faster (docs/decisions.md). GPUs and epoch-counted runs
+    and a C++ compiler on the PATH (inductor needs one): after ~30 s of compilation the planned
+    U-Nets train markedly faster (docs/decisions.md). GPUs and epoch-counted runs
     (the tests, the demo) stay eager unless asked.
     """
     if setting == "auto":

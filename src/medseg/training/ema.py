@@ -1,10 +1,9 @@
 """An exponential moving average of a network's weights, for validation, checkpoints and prediction.
 
-Late in a short run the weights still jump from step to step (on ISBI the membrane validation
-Dice of consecutive epochs moved by up to 0.006 at learning rates below 3e-4); averaging the last
-few hundred steps' weights removes that noise at the cost of one extra copy of the weights. On
-ISBI it made the validation curve smooth but did not raise held-out Dice (BENCHMARKS.md), so
-`TrainConfig.ema` is off by default.
+Late in a short run the weights still jump from step to step; averaging the last few hundred
+steps' weights removes that noise at the cost of one extra copy of the weights. It smoothed the
+validation curve but did not raise held-out Dice (docs/decisions.md, "EMA of the weights off by
+default"), so `TrainConfig.ema` is off by default.
 """
 from __future__ import annotations
 
