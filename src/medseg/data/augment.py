@@ -32,7 +32,7 @@ class AugmentConfig:
     # left-right axis (bodies are near mirror-symmetric left to right, not front to back), as
     # resolved by the trainer from the scans' direction (`left_right_axis`)
     flip_axes: tuple[int, ...] | str | None = "auto"
-    p_elastic: float = 0.0            # off by default (see BENCHMARKS.md for where it was measured)
+    p_elastic: float = 0.0            # off by default: no measurable gain (docs/decisions.md)
     elastic_points: int = 3           # control points per axis (3x3 in the U-Net paper)
     elastic_sigma: float = 0.04       # displacement std as a fraction of the patch side (10 px of 256)
     p_brightness: float = 0.15
@@ -40,8 +40,8 @@ class AugmentConfig:
     p_gamma: float = 0.3
     p_noise: float = 0.1
     noise_std: float = 0.1            # noise std drawn from [0, this] (z-scored units)
-    p_blur: float = 0.0               # Gaussian blur (off by default; BENCHMARKS.md, ISBI), sigma in voxels
-    blur_sigma: tuple[float, float] = (0.5, 1.0)
+    p_blur: float = 0.0               # Gaussian blur (off by default: no measurable gain, docs/decisions.md)
+    blur_sigma: tuple[float, float] = (0.5, 1.0)  # in voxels
     enabled: bool = True
 
 

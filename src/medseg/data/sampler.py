@@ -116,7 +116,7 @@ class Prefetcher:
 
     def _run(self, source: Iterator) -> None:
         # One thread here: with OpenMP the setting is this thread's own, and a second team of
-        # spinning threads competing with the training step cost it ~9 % (BENCHMARKS.md).
+        # spinning threads competing with the training step slows it (docs/decisions.md).
         torch.set_num_threads(1)
         try:
             for item in source:

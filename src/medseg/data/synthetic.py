@@ -57,7 +57,7 @@ def write_phantom_dataset(out_dir: Path, n_cases: int, shape: tuple[int, int] = 
                           lesions: str = "mixed", first_case: int = 0) -> Path:
     """Write `n_cases` 2D phantoms as `images/case_NNN.png` (8-bit grey) and `labels/case_NNN.png` (0/1/2).
 
-    lesions: as `make_phantom` ("small": the small-lesion set of benchmarks/loss_study.py).
+    lesions: as `make_phantom` ("small": the small-lesion set of the loss study, docs/decisions.md).
     first_case: number of the first case, so a held-out set from the same seed holds other cases.
     Deterministic per seed (case i uses seed (seed, i), so adding cases keeps the earlier ones).
     Refuses to write into a non-empty folder it did not make, so it never mixes with user data.
