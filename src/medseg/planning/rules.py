@@ -18,10 +18,10 @@ The rules (also in the README, "How the plan decides"):
   axis; then shrunk along its largest axis until one training step fits the budget: on a CPU the
   estimated step time must leave at least `MIN_STEPS` steps in the minutes given, on a GPU the
   estimated training memory must fit `memory_gb`.
-* **Width**: 16 channels at full resolution on a CPU (measured: wider nets buy less Dice per
-  minute here), 32 on a GPU; doubling per level, capped at 256 / 320.
+* **Width**: 16 channels at full resolution on a CPU (wider nets buy less Dice per CPU minute),
+  32 on a GPU; doubling per level, capped at 256 / 320.
 * **Batch**: 2 volumes in 3D (nnU-Net's choice; larger batches cost time a CPU does not have); in
-  2D about 256k pixels per batch on a CPU (2-8 images, measured fastest here), 12 on a GPU.
+  2D about 256k pixels per batch on a CPU (2-8 images, the most images per second), 12 on a GPU.
 * **Normalisation per modality**: CT channels clip to the foreground's 0.5-99.5 percentiles and use
   the dataset's foreground mean and std; everything else is z-scored per case.
 * **Loss**: Dice + cross-entropy.
@@ -29,7 +29,8 @@ The rules (also in the README, "How the plan decides"):
   minutes (nnU-Net's schedule).
 
 Cost estimates come from the network's FLOPs per patch (counted on PyTorch's meta device, so no
-memory is touched) and a measured training throughput of this class of machine.
+memory is touched) and a measured training throughput of this class of machine. The
+measurements behind the rules are in docs/decisions.md.
 """
 from __future__ import annotations
 
@@ -44,9 +45,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..nets import axis_divisors, build_on_meta, model_divisor, select_options
 from .fingerprint import Fingerprint
 
-# Effective training arithmetic (forward + backward) per CPU thread. Measured on the 2-core
-# development machine: the hippocampus U-Net (9.6 GFLOP forward per 40x56x40 patch) trains
-# ~3 patches/s, i.e. ~87 GFLOP/s over 2 threads; the 2D U-Net at 256x256 ~73 GFLOP/s.
+# Effective training arithmetic (forward + backward) per CPU thread, a little under what the
+# planned U-Nets reach (docs/decisions.md, "The CPU throughput the plan assumes").
 CPU_TRAIN_GFLOPS_PER_THREAD = 40.0
 CUDA_TRAIN_GFLOPS = 20000.0       # a conservative figure for mixed-precision 3D U-Net training
 TRAIN_FLOPS_FACTOR = 3.0          # backward costs about twice the forward pass
@@ -65,7 +65,7 @@ MIN_BASE_WIDTH = 8
 BASE_WIDTH = {"cpu": 16, "cuda": 32}
 MAX_WIDTH = {"cpu": 256, "cuda": 320}
 NATIVE_MAX_SIDE = 512             # 2D images up to this size keep their grid
-AUTO_IMAGE_SIZE = 112             # larger 2D images are resized to this longer side (BENCHMARKS.md, Kvasir: 0.821 vs 0.810 at 128)
+AUTO_IMAGE_SIZE = 112             # larger 2D images are resized to this longer side (docs/decisions.md)
 DATASET_MEMORY_SHARE = 0.5        # resampled cases are kept in RAM: at most this share of the memory budget
 ACTIVATIONS_PER_LEVEL = 15        # stored activation tensors per level and feature in a training step (estimate)
 
@@ -233,8 +233,9 @@ def step_seconds(gflops_forward: float, batch: int, budget: Budget) -> float:
 def fit_patch(start: list[float], spacing: list[float], fp: Fingerprint, batch_for, budget: Budget,
                model: str = "unet") -> tuple[list[int], list[int], list[list[int]], list[list[int]], int, dict]:
     """Shrink the network until a step fits the budget: the U-Net shrinks its patch along the
-    largest physical axis (its width was measured best at 16 here); other models first halve
-    their widths (down to MIN_BASE_WIDTH), keeping the patch's context, then shrink the patch."""
+    largest physical axis (its CPU width, 16, is already the best per minute); other models
+    first halve their widths (down to MIN_BASE_WIDTH), keeping the patch's context, then shrink
+    the patch (docs/decisions.md, "Other models halve their widths first")."""
     dims = len(start)
     cap = MAX_PATCH[budget.device][dims]
     patch = [min(float(cap), max(float(s), 1.0)) for s in start]
