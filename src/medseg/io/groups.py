@@ -23,7 +23,8 @@ their group with another (two ids that happen to differ only in a final ``L``/``
 The eye letters ``L``, ``R``, ``OD``, ``OS`` count in capitals only, after a digit.
 
 `grouped_split` and `grouped_folds` deal whole groups; when every case is its own group they give
-exactly the cases today's ungrouped split and folds give (same seed, same shuffle).
+exactly the cases of a plain seeded split and round-robin folds (same seed, same shuffle), so
+grouping changes nothing for data without groups.
 """
 from __future__ import annotations
 

@@ -20,9 +20,8 @@ The rule (`infer_label_mapping`), first match wins:
    image, a probability map or an instance map was put in the mask folder) and a
    `MedsegInputError` names the worst file and its fraction of mid-grey pixels.
 
-Measured on Kvasir-SEG (1000 JPEG masks): 19 distinct values (0..8 and 246..255), so rule 3
-applies; the worst mask has 0.0 % of its pixels in 52..203 (at most 2.1 % are anything but 0 or
-255), far inside the 3 % allowance.
+Kvasir-SEG's JPEG masks fall under rule 3 far inside the allowance (docs/decisions.md, "Three
+rules from mask values to classes").
 
 **Not annotated** (sparse labels): a dataset may set aside one stored value (``ignore``; nnU-Net
 v2's convention is a label named "ignore" with the highest value, e.g. 255) for voxels nobody
