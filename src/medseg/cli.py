@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto measures whether bf16 is faster here")
     p.add_argument("--no-augment", action="store_true", help="switch off augmentation")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the network for training steps: ~30 s of compilation, then 1.85x faster "
-                   "2D steps (1.59x in 3D) on a CPU; default: on for CPU runs of --minutes 5 or more")
+                   help="torch.compile the network for training steps: ~30 s of compilation, then markedly faster "
+                   "steps on a CPU (docs/decisions.md); default: on for CPU runs of --minutes 5 or more")
     p.add_argument("--class-names", type=lambda t: tuple(n.strip() for n in t.split(",")),
                    help="names of classes 0..K-1 for logs and reports, e.g. background,liver,tumour")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation: average over flips (default: on for 2D images, off for volumes, "
                    "where it costs 8 network passes per window)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the sliding-window network (~18 s once, then 1.77x faster 3D windows on a "
+                   help="torch.compile the sliding-window network (~18 s once, then a few per cent faster windows on a "
                    "CPU); default: on a CPU once the windows still ahead repay the compilation (folders, big volumes)")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay pictures")
     p.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
