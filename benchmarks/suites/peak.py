@@ -69,7 +69,7 @@ def case_fn(name: str, compiled: bool):
     from benchmarks.flops import forward_flops, training_step_flops
     from medseg.inference import windows_per_call
     from medseg.nets import build_model
-    from medseg.training.losses import make_loss
+    from medseg.training.loss_registry import make_loss
 
     mode, cin, k, batch, patch = CASES[name]
     batch = batch or windows_per_call(patch)

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> tuple[dict, dict]:
     from medseg.nets import build_model
     from medseg.planning import Budget, plan_dataset
     from medseg.training import TrainConfig
-    from medseg.training.losses import make_loss
+    from medseg.training.loss_registry import make_loss
 
     steps, rounds = (2, 1) if args.quick else (args.steps, args.rounds)
     measure_peak = not (args.no_peak or args.quick)
