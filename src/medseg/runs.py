@@ -13,13 +13,16 @@ written atomically, so a crash never leaves a half-written file behind.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .atomic import write_bytes
 from .errors import MedsegInputError
 from .io.dataset import natural_key
 from .nets import build_model
@@ -36,16 +39,36 @@ def checkpoint_path(run: str | os.PathLike, which: str = "last") -> Path:
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write a checkpoint atomically (`medseg.atomic`): serialised in memory first, so a failed
+    write is an `OSError` naming the file, never a torch-internal message, and the previous
+    checkpoint stays whole."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents, loaded weights-only: tensors, numbers, strings and plain
+    containers. A checkpoint holding anything else (a pickled object can run code when it is
+    loaded) is refused unopened, as is a file that is empty, truncated or not a checkpoint."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint here")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    if path.stat().st_size == 0:
+        raise MedsegInputError(path, "checkpoint file is empty (0 bytes)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
+        raise MedsegInputError(path, "refused: the checkpoint holds more than weights (a pickled object, which "
+                               "could run code when loaded); medseg loads tensors, numbers and strings only"
+                               + (f" ({found[0].rstrip('.')})" if found else "")) from exc
+    except Exception as exc:  # a truncated zip, a text file, a broken pickle ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+        raise MedsegInputError(path, f"is truncated or not a medseg checkpoint ({type(exc).__name__}: {first})") from exc
+    if not isinstance(state, dict) or "model" not in state or "model_name" not in state:
+        raise MedsegInputError(path, "is not a medseg checkpoint (no model weights and settings in it)")
+    return state
 
 
 def find_checkpoint(run: Path, which: str = "best") -> Path:

@@ -5,8 +5,9 @@ saved as one uncompressed ``.npz``. Its key hashes everything that could change 
 absolute paths, sizes and modification times, the preprocessing settings (the crop rule
 included: ``crop_nonzero`` and ``crop_background``) and the label mapping,
 so an edited file or a changed setting simply misses the cache and is rebuilt; stale entries
-are never read. Files are written to a temporary name and renamed, so an interrupted run never
-leaves a half-written entry behind.
+are never read. Entries are written atomically (`medseg.atomic`), so an interrupted run never
+leaves a half-written entry behind; an entry that is unreadable anyway (a disk error, a copy cut
+short) is rebuilt and replaced, and the cache says so once per run instead of failing.
 
 Location: ``$MEDSEG_CACHE`` if set, else ``~/.cache/medseg/preprocessed``. Deleting the folder
 is always safe.
@@ -16,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from .preprocess import Preprocessor, Resampled
 
 CACHE_VERSION = 1
@@ -48,7 +51,7 @@ class CaseCache:
 
     def __init__(self, root: Path | None):
         self.root = Path(root) if root is not None else None
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.rebuilt = 0
 
     def _path(self, key: str) -> Path:
         assert self.root is not None
@@ -63,8 +66,12 @@ class CaseCache:
                 label = torch.from_numpy(z["label"]) if "label" in z.files else None
                 box = tuple(slice(int(a), int(b)) for a, b in z["box"])
                 result = Resampled(torch.from_numpy(z["image"]), label, box)
-        except (OSError, ValueError, KeyError):  # unreadable entry: rebuild it
+        except Exception:  # unreadable entry (truncated zip, bad header, ...): rebuilt and replaced
             self.misses += 1
+            self.rebuilt += 1
+            if self.rebuilt == 1:
+                print(f"medseg: {self._path(key)}: unreadable cache entry; rebuilding it (and any other "
+                      "unreadable ones) from the original files", file=sys.stderr)
             return None
         self.hits += 1
         return result
@@ -72,14 +79,11 @@ class CaseCache:
     def save(self, key: str, case: Resampled) -> None:
         if self.root is None:
             return
-        path = self._path(key)
+        arrays = {"image": case.image.numpy(), "box": np.array([[b.start, b.stop] for b in case.box])}
+        if case.label is not None:
+            arrays["label"] = case.label.numpy()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-            arrays = {"image": case.image.numpy(), "box": np.array([[b.start, b.stop] for b in case.box])}
-            if case.label is not None:
-                arrays["label"] = case.label.numpy()
-            np.savez(tmp, **arrays)
-            os.replace(tmp, path)
+            with atomic_path(self._path(key)) as tmp:
+                np.savez(tmp, **arrays)
         except OSError:  # a full or read-only disk only costs speed
             pass

@@ -3,12 +3,15 @@ them; printed as a table, written as CSV (rows) and JSON (summary and settings).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import write_text
 
 STATS = ("mean", "std", "median", "min", "max", "n")
 # (metric, column title, decimals) of the printed table
@@ -80,22 +83,19 @@ class EvaluationResult:
     def to_csv(self, path: str | os.PathLike) -> Path:
         """One row per case per class (cells of metrics not computed for a class stay empty)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         columns = ["case", "class", "class_name", "status", *self.metric_names, "ref_pixels", "pred_pixels"]
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in row.items()})
-        return path
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in row.items()})
+        return write_text(path, text.getvalue())
 
     def to_json(self, path: str | os.PathLike) -> Path:
         """Summary and settings."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"summary": {str(k): v for k, v in self.summary.items()}, "settings": self.settings}
-        path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-        return path
+        return write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(o):

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
+from ..errors import MedsegInputError
 from ..nets.unet import InstanceNorm
 from ..runs import find_checkpoint, load_checkpoint, model_from_state
 
@@ -92,27 +94,25 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, *,
     model = export_ready(model_from_state(state), dims)
     sample = torch.randn(1, int(state["in_channels"]), *[int(p) for p in state["patch_size"]])
     axes = {0: "batch", **{2 + i: f"axis{i}" for i in range(dims)}}
-    tmp = out.with_name(out.name + ".tmp")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # the legacy exporter's deprecation and train-mode notes
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (sample,), str(tmp), dynamo=False, opset_version=opset,
-                          input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": axes, "logits": axes})
-    proto = onnx.load(str(tmp))
-    for key, value in _stamp(state, ckpt).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(tmp))
-    with torch.no_grad():
-        expected = model(sample).numpy()
-    got = OnnxModel(tmp)(sample).numpy()
-    difference = float(np.abs(got - expected).max())
-    if not difference <= MAX_EXPORT_DIFFERENCE:
-        tmp.unlink()
-        raise RuntimeError(f"ONNX export of {ckpt} does not reproduce PyTorch (max logit difference "
-                           f"{difference:.3g}); model {state['model_name']} is not supported by the ONNX backend")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:  # written whole and checked, or not at all
+        with warnings.catch_warnings():  # the legacy exporter's deprecation and train-mode notes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (sample,), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=["image"], output_names=["logits"],
+                              dynamic_axes={"image": axes, "logits": axes})
+        proto = onnx.load(str(tmp))
+        for key, value in _stamp(state, ckpt).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
+        with torch.no_grad():
+            expected = model(sample).numpy()
+        got = OnnxModel(tmp)(sample).numpy()
+        difference = float(np.abs(got - expected).max())
+        if not difference <= MAX_EXPORT_DIFFERENCE:
+            raise MedsegInputError(ckpt, f"its ONNX export does not reproduce PyTorch (max logit difference "
+                                   f"{difference:.3g}); model {state['model_name']} is not supported by the ONNX "
+                                   "backend")
     return out
 
 

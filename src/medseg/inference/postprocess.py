@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..atomic import write_text
 from ..evaluation.metrics import confusion, dice_from_confusion
 from ..io.labels import IGNORE_INDEX
 
@@ -80,10 +81,7 @@ def read_postprocessing(run: str | os.PathLike) -> dict | None:
 
 def write_postprocessing(run: str | os.PathLike, spec: dict) -> Path:
     path = Path(run) / POSTPROCESSING_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(spec, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(spec, indent=2))
 
 
 def describe(spec: dict | None) -> str:

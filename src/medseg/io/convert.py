@@ -23,6 +23,8 @@ from pathlib import Path
 from medseg.errors import MedsegInputError
 from medseg.io.dataset import natural_key
 
+from ..atomic import write_text
+
 __all__ = ["convert_brats", "BRATS_LABELS", "BRATS_CHANNELS"]
 
 BRATS_CHANNELS = (("FLAIR", "Flair"), ("T1c", "T1c"))   # (channel name, file-name prefix)
@@ -79,5 +81,5 @@ def convert_brats(src: str | os.PathLike, out: str | os.PathLike, *, copy: bool 
         "numTraining": sum(1 for p in plan if p[0] == "Tr"),
         "file_ending": ".nii.gz",
     }
-    (out / "dataset.json").write_text(json.dumps(description, indent=2))
+    write_text(out / "dataset.json", json.dumps(description, indent=2))
     return out

@@ -33,7 +33,6 @@ Masks (``read_mask``) keep their raw stored values, integer dtype, shape ``(H, W
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -163,21 +162,10 @@ def _mask_for_8_or_16_bit(path: Path, mask: np.ndarray) -> np.ndarray:
     return mask.astype(np.uint8 if hi < 256 else np.uint16)
 
 
-def _atomic_save(path: Path, save) -> None:
-    """Write through a temporary file in the same folder, so a crash never leaves half a mask."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 @register_mask_writer(".png")
 def write_png_mask(path: Path, mask: np.ndarray, meta: dict | None = None) -> None:
     out = _mask_for_8_or_16_bit(path, mask)
-    _atomic_save(path, lambda tmp: Image.fromarray(out).save(tmp, format="PNG"))
+    Image.fromarray(out).save(path, format="PNG")  # `write_mask` makes it atomic
 
 
 # ----------------------------------------------------------------------------- TIFF
@@ -285,4 +273,4 @@ def write_tiff_mask(path: Path, mask: np.ndarray, meta: dict | None = None) -> N
     else:
         dtype = np.int16 if -32768 <= lo and hi < 32768 else np.int32
     out = np.ascontiguousarray(mask.astype(dtype))
-    _atomic_save(path, lambda tmp: tifffile.imwrite(tmp, out, photometric="minisblack", compression="zlib"))
+    tifffile.imwrite(path, out, photometric="minisblack", compression="zlib")  # `write_mask` makes it atomic

@@ -36,7 +36,8 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from medseg.errors import MedsegInputError
+from medseg.atomic import atomic_path, write_problem
+from medseg.errors import MedsegInputError, MedsegOutputError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -231,11 +232,23 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return mask
 
 
+def _check_written_mask(tmp: Path, mask: np.ndarray) -> None:
+    """Read a just-written mask back: the same shape and values, or the write failed unseen."""
+    back = read_mask(tmp)
+    if back.shape != mask.shape:
+        raise ValueError(f"reads back with shape {back.shape} instead of {mask.shape}")
+    if not np.array_equal(back, mask):
+        raise ValueError("reads back with other values than were written")
+
+
 def write_mask(path: str | os.PathLike, mask: np.ndarray, meta: dict | None = None) -> None:
     """Write an integer mask; the format follows the suffix (``.png`` for 2D masks).
 
     `meta` is the image's reader meta: writers use it to restore geometry (3D formats).
-    Parent folders are created.
+    Parent folders are created. The write is atomic (`medseg.atomic`): to a temporary file,
+    read back and compared with `mask`, then renamed; a failure leaves any previous file whole
+    and raises `MedsegOutputError` ("cannot write FILE: no space left on device"). Writers
+    marked ``in_place`` (formats whose data file is named after the header) write directly.
     """
     path = Path(path)
     writer = _lookup(path, _MASK_WRITERS, "mask output", MASK_WRITE_SUFFIXES)
@@ -246,10 +259,12 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray, meta: dict | None = No
         if mask.size and not np.array_equal(mask, np.round(mask)):
             raise MedsegInputError(path, f"mask to write holds non-integer values (dtype {mask.dtype})")
         mask = mask.astype(np.int64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        writer(path, mask, meta)
-    except MedsegInputError:
-        raise
-    except OSError as e:
-        raise MedsegInputError(path, f"cannot write mask: {e}") from e
+    if getattr(writer, "in_place", False):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            writer(path, mask, meta)
+        except OSError as e:
+            raise MedsegOutputError(path, write_problem(e, path.parent)) from e
+        return
+    with atomic_path(path, check=lambda tmp: _check_written_mask(tmp, mask)) as tmp:
+        writer(tmp, mask, meta)

@@ -14,7 +14,6 @@ DICOM series are folders, not suffixes, so they are not in the registry: `medseg
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -235,9 +234,10 @@ def _apply_geometry(path: Path, img: sitk.Image, meta: dict | None) -> None:
         raise MedsegInputError(path, f"cannot use the image geometry: {_short_itk_message(e)}") from e
 
 
-@register_mask_writer(*VOLUME_SUFFIXES)
+@register_mask_writer(*_SINGLE_FILE_SUFFIXES)
 def write_volume_mask(path: Path, mask: np.ndarray, meta: dict | None = None) -> None:
-    """Write an integer mask (z, y, x) on the image grid given by `meta["geometry"]`."""
+    """Write an integer mask (z, y, x) on the image grid given by `meta["geometry"]`
+    (`medseg.io.write_mask` makes the write atomic and reads the file back)."""
     path = Path(path)
     mask = np.asarray(mask)
     if mask.ndim not in (2, 3):
@@ -245,14 +245,17 @@ def write_volume_mask(path: Path, mask: np.ndarray, meta: dict | None = None) ->
     img = sitk.GetImageFromArray(np.ascontiguousarray(mask.astype(_mask_pixel_dtype(path, mask), copy=False)))
     _apply_geometry(path, img, meta)
     suffix = match_suffix(path, VOLUME_SUFFIXES) or path.suffix.lower()
-    compress = suffix in _COMPRESSED_SUFFIXES
-    if suffix not in _SINGLE_FILE_SUFFIXES:  # detached data file: its name follows the header's
-        _itk_call(path, "write mask", sitk.WriteImage, img, str(path), compress)
-        return
-    tmp = path.with_name(f".{path.name[: -len(suffix)]}.{os.getpid()}.tmp{suffix}")
-    try:  # through a temporary file, so a crash never leaves half a mask
-        _itk_call(path, "write mask", sitk.WriteImage, img, str(tmp), compress)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    try:
+        sitk.WriteImage(img, str(path), suffix in _COMPRESSED_SUFFIXES)
+    except RuntimeError as e:  # an OSError, so the caller says "cannot write FILE: ..."
+        raise OSError(_short_itk_message(e)) from e
+
+
+@register_mask_writer(".mhd", ".nhdr")
+def write_detached_volume_mask(path: Path, mask: np.ndarray, meta: dict | None = None) -> None:
+    """MHD/NHDR: a header plus a data file named after it, so written in place (a temporary
+    header would name a temporary data file)."""
+    write_volume_mask(path, mask, meta)
+
+
+write_detached_volume_mask.in_place = True  # type: ignore[attr-defined]

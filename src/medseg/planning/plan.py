@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text
 from ..errors import MedsegInputError
 from ..nets import select_options
 from .fingerprint import Fingerprint, compute_fingerprint
@@ -231,11 +232,7 @@ def write_plan(plan: dict, path: str | os.PathLike, overwrite: bool = False) -> 
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: a plan is already there (perhaps edited); use --force to replace it "
                               "or choose another --out")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(plan, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(plan, indent=2))
 
 
 def read_plan(path: str | os.PathLike) -> dict:

@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from medseg.atomic import atomic_path
 from medseg.report.overlay import class_colour
 
 # (metric, axis label, fixed y range or None)
@@ -56,6 +57,6 @@ def plot_case_boxes(rows: Sequence[dict], class_names: Sequence[str], out_png: P
             ax.set_yscale("symlog", linthresh=max(min(positive), 0.1))
         ax.grid(axis="y", alpha=0.3)
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     return out_png

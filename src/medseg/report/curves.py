@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure  # a bare Figure renders with Agg: no screen, no pyplot state
 
+from medseg.atomic import atomic_path
 from medseg.report.overlay import class_colour
 
 INTEGER_COLUMNS = ("epoch", "iteration")
@@ -71,8 +72,8 @@ def plot_learning_curves(log_csv: Path, out_png: Path) -> Path:
         _time_axis(ax, rows, epochs)
 
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     return out_png
 
 

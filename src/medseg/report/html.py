@@ -11,6 +11,7 @@ import base64
 from html import escape
 from pathlib import Path
 
+from medseg.atomic import write_text
 from medseg.report.overlay import REF_COLOUR, class_colour
 
 MIME_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
@@ -94,7 +95,7 @@ def write_report(
         + '\n<p class="muted">Made by medseg.</p>\n</body>\n</html>\n'
     )
     index = out_dir / "index.html"
-    index.write_text(page, encoding="utf-8")
+    write_text(index, page)
     return index
 
 

@@ -12,6 +12,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..atomic import atomic_path
+
 # Classes 1, 2, ... take PALETTE[0], PALETTE[1], ... (cycling after 10): well separated hues,
 # none of them yellow or white, so the reference contour stands out against any of them.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -140,7 +142,8 @@ def save_overlay(
         picture = volume_overlay(image, pred, ref, spacing=spacing or (1.0, 1.0, 1.0), **kw)
     else:
         picture = overlay(image, pred, ref, **kw)
-    Image.fromarray(picture).save(path, format="PNG")
+    with atomic_path(path) as tmp:
+        Image.fromarray(picture).save(tmp, format="PNG")
     return path
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..atomic import write_text
 from ..nets import build_model, count_parameters
 from ..runs import LOG_CSV, find_checkpoint, load_checkpoint, read_run_info
 from .boxplots import plot_case_boxes
@@ -160,10 +161,7 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
             "<h2>Time spent</h2>", facts_table(time_facts(info, record, time.perf_counter() - started)),
         ]
         html = page(title, sections)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".tmp")
-    tmp_out.write_text(html, encoding="utf-8")
-    os.replace(tmp_out, out)
+    write_text(out, html)
     return out
 
 
@@ -176,6 +174,4 @@ def _safe_model_cost(run: Path) -> dict:
 
 def write_json(path: Path, payload: dict) -> None:
     """A small JSON record, written whole or not at all."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(payload, indent=2) + "\n")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_path
 from ..io import describe_dataset, read_mask
 from ..io.dataset import read_case
 from ..io.labels import LabelMapping
@@ -144,7 +145,8 @@ def _case_panels(case, pred: np.ndarray, stem: Path) -> list[tuple[str, Path]]:
     if ref.ndim == 2:
         image, ref2, pred2 = _shrink(np.asarray(case.image), ref, pred)
         path = stem.with_suffix(".png")
-        Image.fromarray(overlay(image, pred2, ref2)).save(path)
+        with atomic_path(path) as tmp:
+            Image.fromarray(overlay(image, pred2, ref2)).save(tmp, format="PNG")
         return [("", path)]
     panels = []
     ref_c, pred_c = structure_centre(ref), structure_centre(pred)
@@ -156,7 +158,9 @@ def _case_panels(case, pred: np.ndarray, stem: Path) -> list[tuple[str, Path]]:
                       pred_c)
     for i, (caption, centre) in enumerate(centres):
         path = stem.with_name(f"{stem.name}_{i}.png")
-        Image.fromarray(volume_overlay(case.image, pred, ref, spacing=tuple(case.spacing), centre=centre)).save(path)
+        picture = volume_overlay(case.image, pred, ref, spacing=tuple(case.spacing), centre=centre)
+        with atomic_path(path) as tmp:
+            Image.fromarray(picture).save(tmp, format="PNG")
         panels.append((f"{caption} (axial · coronal · sagittal)", path))
     return panels
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text
 from ..errors import MedsegInputError
 from ..evaluation import evaluate
 from ..inference import Predictor, output_suffix, read_input_case
@@ -145,9 +146,7 @@ def finish_crossval(root: str | os.PathLike) -> dict:
     spec = choose_postprocessing((load(c) for c, load in pooled), len(class_names), class_names)
     spec["chosen_on"] = f"pooled validation predictions of {len(runs)} fold(s) ({len(pooled)} cases)"
     write_postprocessing(root, spec)
-    tmp = root / "crossval.json.tmp"
-    tmp.write_text(json.dumps({"folds": folds, "postprocessing": spec}, indent=2))
-    os.replace(tmp, root / "crossval.json")
+    write_text(root / "crossval.json", json.dumps({"folds": folds, "postprocessing": spec}, indent=2))
     print(describe(spec))
     return spec
 

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 
+from ..atomic import write_text
 from ..errors import MedsegInputError
 from ..io.groups import case_groups, grouped_folds
 from ..io.layout import describe_dataset
@@ -65,10 +66,7 @@ def load_or_create_splits(root: str | os.PathLike, case_ids: list[str], folds: i
                                   f"{sorted(shared)[:5]}; its validation Dice will be optimistic")
         return splits
     splits = make_splits(case_ids, folds, seed, groups)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(splits, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(splits, indent=1))
     return splits
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 
 import torch
 
 from .. import distributed
+from ..atomic import write_text
 from ..nets import count_parameters
 from ..report.curves import plot_learning_curves
 from ..report.tensorboard import log_scalars
@@ -75,9 +76,7 @@ class RunRecord:
             "best_val_dice_mean": self.best_score if self.best_score >= 0 else None,
             "finished": finished,
         }
-        tmp = self.out / "run.json.tmp"
-        tmp.write_text(json.dumps(info, indent=2))
-        os.replace(tmp, self.out / RUN_INFO)
+        write_text(self.out / RUN_INFO, json.dumps(info, indent=2))
 
     def log(self, row: dict) -> None:
         if not distributed.is_main():
@@ -85,11 +84,12 @@ class RunRecord:
         path = self.out / LOG_CSV
         columns = ["epoch", "iteration", "elapsed_s", "lr", "train_loss", "val_loss", "val_dice_mean"]
         columns += [f"val_dice_{n}" for n in self.class_names] + ["images_per_s", "data_wait_s"]
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
+        if not path.exists():
+            writer.writeheader()
+        writer.writerow(row)
+        # the whole file rewritten atomically: a full disk never leaves half a row behind
+        write_text(path, (path.read_bytes().decode("utf-8") if path.exists() else "") + text.getvalue())
         plot_learning_curves(path, self.out / "learning_curves.png")
         log_scalars(self.out, row)
