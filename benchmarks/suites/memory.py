@@ -160,6 +160,8 @@ def table(env: dict) -> list[str]:
         low = min(v["dice_vs_default"].values()) if v.get("dice_vs_default") else None
         lines.append(f"| {name} | **{v['peak_rss_gib']:.2f} GiB** | {'yes' if v['under_target'] else 'NO'} | "
                      f"{v['wall_s']:.0f} s | {fmt(v.get('voxels_differing_from_default'))} | {fmt(low, 3)} |")
+    if r.get("note"):
+        lines += ["", r["note"]]
     shape = "x".join(map(str, s["volume_shape_zyx"]))
     lines += ["", f"Command: `python -m benchmarks run memory --shape {shape} --steps {s['training_steps']}`"]
     return lines

@@ -225,5 +225,6 @@ def table(env: dict) -> list[str]:
               "| windows per call | " + " | ".join(str(b) for b in w["ms_per_window"]) + " |",
               "|---|" + "---:|" * len(w["ms_per_window"]),
               "| ms per window | " + " | ".join(f"{v:.1f}" for v in w["ms_per_window"].values()) + " |",
-              "", f"Command: `{COMMAND}`"]
+              "", f"Command: `python -m benchmarks run peak --repeats {env['settings'].get('repeats')} --steps "
+              f"{env['settings'].get('steps')}{'' if env['settings'].get('compile', True) else ' --no-compile'}`"]
     return lines
