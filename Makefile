@@ -28,3 +28,8 @@ test-slow: install
 
 clean:
 	rm -rf $(VENV) demo_run .pytest_cache
+
+# BENCHMARKS.md, regenerated from the latest result of each suite (benchmarks/results/NAME.json).
+.PHONY: bench-table
+bench-table: install
+	$(BIN)/python -m benchmarks table
