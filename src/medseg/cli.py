@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss-option", dest="loss_option", action="append", default=[], metavar="KEY=VALUE",
                    help="loss setting (JSON value), e.g. --loss-option alpha=0.3 --loss-option batch_dice=true; "
                    "repeatable (README: Losses)")
+    p.add_argument("--label-suffix", dest="label_suffix", metavar="SUFFIX",
+                   help="side-by-side masks (mask beside its image, named by a suffix): which suffix to train on, "
+                   "e.g. _2ndHO for CHASE_DB1's second observer (default: the one recognised suffix; docs/data.md)")
     p.add_argument("--ignore-label", dest="ignore_label", type=float, metavar="VALUE",
                    help="sparse labels: the mask value meaning 'not annotated' (e.g. 255); such voxels count in "
                    "no loss and no metric (a dataset.json label named \"ignore\" sets it too)")
@@ -108,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, help="training time budget (default on a CPU: 20)")
     p.add_argument("--model", default="unet", help="network to size the plan for (default unet; `medseg models`)")
     p.add_argument("--force", action="store_true", help="replace an existing plan file")
+    p.add_argument("--label-suffix", dest="label_suffix", metavar="SUFFIX",
+                   help="side-by-side masks (mask beside its image, named by a suffix): which suffix to train on, "
+                   "e.g. _2ndHO for CHASE_DB1's second observer (default: the one recognised suffix; docs/data.md)")
 
     p = sub.add_parser("predict", help="segment new images with a trained run",
                        description="Writes one mask per case (class indices 0..K-1, the input's size and "
@@ -203,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 TRAIN_OPTIONS = ("epochs", "minutes", "val_fraction", "seed", "model", "features", "norm", "loss", "batch_size",
-                 "patch_size", "iterations_per_epoch", "lr", "precision", "device", "class_names", "ignore_label")
+                 "patch_size", "iterations_per_epoch", "lr", "precision", "device", "class_names", "ignore_label",
+                 "label_suffix")
 
 
 def _key_values(items: list[str], flag: str) -> list[tuple[str, object]]:
@@ -267,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             if api.distributed.is_main():  # under torchrun, one line from rank 0
                 print(f"run written to {run} (checkpoints/, log.csv, learning_curves.png, run.json)")
         elif args.command == "plan":
-            plan = api.plan_dataset(args.data, api.Budget(args.device, args.memory_gb, args.minutes), model=args.model)
+            plan = api.plan_dataset(args.data, api.Budget(args.device, args.memory_gb, args.minutes), model=args.model,
+                                    label_suffix=args.label_suffix)
             print(api.format_plan(plan))
             path = api.write_plan(plan, args.out or Path(f"{args.data.resolve().name}.plan.json"), overwrite=args.force)
             print(f"plan written to {path} (train with: medseg train {args.data} --out RUN --plan {path})")

@@ -103,6 +103,12 @@ def read_run_info(run_dir: str | os.PathLike) -> dict:
         raise MedsegInputError(path, f"is not valid JSON ({exc})") from exc
 
 
+def run_label_suffix(info: dict) -> str | None:
+    """The mask suffix a run trained with (side-by-side layouts), so its dataset is re-read with
+    the same masks: a run on CHASE_DB1's second observer is scored against the second observer."""
+    return (info.get("dataset") or {}).get("label_suffix")
+
+
 def run_finished(run: Path) -> bool:
     """Whether run.json says the run's training ended (False when it cannot be read)."""
     try:

@@ -22,6 +22,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from ..io.dataset import CasePair, read_case, validate_dataset
+from ..io.groups import case_grouping
 from ..io.labels import IGNORE_INDEX, LabelMapping
 from ..io.layout import describe_dataset
 from ..data.preprocess import crop_box
@@ -55,6 +56,7 @@ class Fingerprint:
     num_classes: int
     cases: list[CaseFingerprint]
     intensity: list[dict] = field(default_factory=list)   # per channel: foreground statistics
+    grouping: str = ""                                     # which cases belong together (`medseg.io.groups`)
     seconds: float = 0.0
 
     # ------------------------------------------------------------ derived facts
@@ -124,6 +126,7 @@ class Fingerprint:
             "nonzero_fraction": round(self.crop_fraction(), 3),
             "intensity": self.intensity,
             "class_stats": self.class_summary(),
+            "grouping": self.grouping,
             "seconds": round(self.seconds, 1),
         }
 
@@ -188,14 +191,15 @@ def intensity_statistics(samples: list[np.ndarray]) -> dict:
             "percentile_00_5": float(np.percentile(v, 0.5)), "percentile_99_5": float(np.percentile(v, 99.5))}
 
 
-def compute_fingerprint(data: str | Path, workers: int = 2, progress: bool = True, ignore: float | None = None
-                        ) -> tuple[Fingerprint, list[CasePair], LabelMapping]:
+def compute_fingerprint(data: str | Path, workers: int = 2, progress: bool = True, ignore: float | None = None,
+                        label_suffix: str | None = None) -> tuple[Fingerprint, list[CasePair], LabelMapping]:
     """Read every case of the dataset at DATA once and return its fingerprint (and the checked
     case list and label mapping, so callers need not validate twice). `ignore`: the stored
-    "not annotated" value (`LabelMapping.ignore`), never counted as a class."""
+    "not annotated" value (`LabelMapping.ignore`), never counted as a class. `label_suffix`: which
+    masks of a side-by-side folder (`medseg.io.layout.describe_dataset`)."""
     start = time.perf_counter()
     data = Path(data)
-    pairs, info = describe_dataset(data)
+    pairs, info = describe_dataset(data, label_suffix=label_suffix)
     mapping = validate_dataset(pairs, info.label_mapping(), info.channels, ignore=ignore)
     k = mapping.num_classes
 
@@ -214,7 +218,7 @@ def compute_fingerprint(data: str | Path, workers: int = 2, progress: bool = Tru
         intensity[c]["channel"] = name
     fp = Fingerprint(dataset=data.name, layout=info.layout, spatial_dims=len(rows[0].shape),
                      channel_names=channel_names, class_names=class_names, num_classes=k,
-                     cases=rows, intensity=intensity)
+                     cases=rows, intensity=intensity, grouping=case_grouping(pairs).describe())
     fp.seconds = time.perf_counter() - start
     return fp, pairs, mapping
 

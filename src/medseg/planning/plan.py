@@ -193,9 +193,9 @@ def make_plan(fp: Fingerprint, budget: Budget, model: str = "unet", image_size: 
 
 # ------------------------------------------------------------------------------ files and overrides
 def plan_dataset(data: str | os.PathLike, budget: Budget | None = None, *, model: str = "unet",
-                 workers: int = 2, progress: bool = True) -> dict:
+                 workers: int = 2, progress: bool = True, label_suffix: str | None = None) -> dict:
     """Fingerprint DATA and plan it (the `medseg plan` entry point, without writing anything)."""
-    fp, _, _ = compute_fingerprint(data, workers=workers, progress=progress)
+    fp, _, _ = compute_fingerprint(data, workers=workers, progress=progress, label_suffix=label_suffix)
     return make_plan(fp, budget or Budget(), model=model)
 
 
@@ -207,6 +207,8 @@ def format_plan(plan: dict) -> str:
              f"  median shape {fp.get('median_shape')}, spacing {fp.get('median_spacing')} mm, "
              f"anisotropy {fp.get('anisotropy')}; fingerprint took {fp.get('seconds')} s",
              f"  budget: {plan['budget']}"]
+    if fp.get("grouping"):
+        lines.insert(-1, f"  {fp['grouping']}")
     for key in ("spatial_dims", "target_spacing", "image_size", "crop_nonzero", "patch_size", "batch_size",
                 "model", "features", "strides", "kernels", "normalization", "loss", "deep_supervision", "minutes",
                 "epochs"):

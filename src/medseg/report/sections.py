@@ -14,6 +14,7 @@ from ..io import describe_dataset, read_mask
 from ..io.dataset import read_case
 from ..io.labels import LabelMapping
 from ..io.registry import case_stem
+from ..runs import run_label_suffix
 from .html import _legend, data_uri
 from .overlay import overlay, structure_centre, volume_overlay
 
@@ -121,7 +122,7 @@ def pick_overlays(info: dict, val_dir: Path, ranked: list[dict], tmp: Path) -> l
             seen.add(item["case"])
             picks.append((tag, item))
     picks.sort(key=lambda p: ("worst", "median", "best").index(p[0]))
-    pairs, dataset = describe_dataset(Path(info["data"]))
+    pairs, dataset = describe_dataset(Path(info["data"]), label_suffix=run_label_suffix(info))
     by_id = {p.case_id: p for p in pairs}
     masks = {case_stem(p): p for p in val_dir.iterdir() if p.is_file() and p.suffix not in (".csv", ".json", ".tmp")}
     mapping = LabelMapping.from_dict(info["label_mapping"]) if info.get("label_mapping") else None

@@ -2,6 +2,7 @@
 given one), and loading them through the preprocessing cache in parallel threads."""
 from __future__ import annotations
 
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from ..errors import MedsegInputError
 from ..io.dataset import CasePair, read_case
 from ..io.groups import case_groups, grouped_split
 from ..io.labels import LabelMapping
-from ..runs import RUN_INFO, checkpoint_path
+from ..locks import LOCK_NAME
+from ..report.run_report import VALIDATION_DIR
+from ..runs import RUN_INFO, checkpoint_path, read_run_info, run_finished
 
 MAX_VAL_CASES = 50         # validation each epoch uses at most this many cases (fixed subset)
 
@@ -68,12 +71,37 @@ def load_cases(pairs: list[CasePair], mapping: LabelMapping, pre: Preprocessor, 
     return [x for x, _ in loaded], [y for _, y in loaded]
 
 
-def check_run_folder(out: Path, resume: bool) -> None:
+def check_run_folder(out: Path, resume: bool, epochs: int | None = None, minutes: float | None = None) -> None:
+    """Refuse a run folder that holds files (unless resuming), and a resume with nothing to do.
+
+    A finished run is resumed only to be extended, explicitly: `epochs` (a total) beyond the
+    epochs done or `minutes` (a total) beyond the minutes spent. Its earlier validation
+    predictions and metrics (RUN/validation) belong to the old weights and are removed, so
+    finishing the extended run makes them again.
+    """
     if resume:
         if not checkpoint_path(out, "last").is_file():
             raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/last.pt)")
+        if not run_finished(out):
+            return
+        info = read_run_info(out)
+        done, spent = int(info.get("epochs_done") or 0), float(info.get("elapsed_s") or 0.0) / 60
+        if epochs is None and minutes is None:
+            raise MedsegInputError(out, f"this run's training finished ({done} epochs, {spent:.1f} minutes); nothing "
+                                   f"to resume. To train it further, give --epochs more than {done} or --minutes "
+                                   f"more than {spent:.1f} (totals) with --resume")
+        if epochs is not None and epochs <= done:
+            raise MedsegInputError(out, f"this run already trained {done} epochs; --epochs {epochs} adds none "
+                                   f"(give the new total, more than {done})")
+        if minutes is not None and minutes <= spent:
+            raise MedsegInputError(out, f"this run already trained {spent:.1f} minutes; --minutes {minutes:g} adds "
+                                   f"none (give the new total, more than {spent:.1f})")
+        target = f"{epochs} epochs" if epochs is not None else f"{minutes:g} minutes"
+        print(f"{out}: extending a finished run ({done} epochs, {spent:.1f} minutes) to {target}; its "
+              "checkpoints, log and report are updated as it trains")
+        shutil.rmtree(out / VALIDATION_DIR, ignore_errors=True)
         return
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):
         what = "a medseg run" if (out / RUN_INFO).exists() else "files"
         raise FileExistsError(f"{out}: folder already holds {what}; use --resume to continue it "
                               "or choose another --out (nothing was overwritten)")

@@ -50,6 +50,7 @@ class TrainConfig:
     kernels: list | None = None                   # unet: per level, convolution size per axis (plan)
     normalization: list | None = None             # per channel {"scheme": ...}; None: from the data
     fold: int | None = None                       # cross-validation fold this run trains (splits.json)
+    label_suffix: str | None = None               # side-by-side masks: which ("_2ndHO": CHASE's second observer)
     ignore_label: float | None = None             # stored mask value meaning "not annotated" (sparse labels);
                                                   # a dataset.json label named "ignore" sets it too
 

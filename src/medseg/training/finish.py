@@ -25,7 +25,7 @@ from ..io.layout import InputCase, describe_dataset
 from ..io.registry import case_stem, read_mask
 from ..report.run_report import (METRICS_CSV, SUMMARY_JSON, VALIDATION_DIR, VALIDATION_INFO, write_json,
                                  write_run_report)
-from ..runs import fold_runs, read_run_info
+from ..runs import fold_runs, read_run_info, run_label_suffix
 
 
 def ensure_validation(run_dir: str | os.PathLike, *, device: str = "auto", checkpoint: str = "best",
@@ -54,7 +54,7 @@ def ensure_validation(run_dir: str | os.PathLike, *, device: str = "auto", check
         return out
 
     data = Path(info["data"])
-    pairs, _ = describe_dataset(data)
+    pairs, _ = describe_dataset(data, label_suffix=run_label_suffix(info))
     by_id = {p.case_id: p for p in pairs}
     gone = [c for c in val_ids if c not in by_id or by_id[c].label is None]
     if gone:
@@ -104,7 +104,7 @@ def _validation_cases(run: Path):
     val_ids = [str(c) for c in (info.get("split") or {}).get("val", [])]
     if not val_ids:
         return info, []
-    pairs, dataset = describe_dataset(Path(info["data"]))
+    pairs, dataset = describe_dataset(Path(info["data"]), label_suffix=run_label_suffix(info))
     by_id = {p.case_id: p for p in pairs}
     mapping = LabelMapping.from_dict(info["label_mapping"])
 

@@ -94,7 +94,7 @@ def train_folds(data: str | os.PathLike, root: str | os.PathLike, *, folds: str 
     of the whole call, shared equally between the folds it trains.
     """
     data, root = Path(data), Path(root)
-    pairs, _ = describe_dataset(data)
+    pairs, _ = describe_dataset(data, label_suffix=options.get("label_suffix"))
     if len(pairs) < 2:
         raise MedsegInputError(data, f"cross-validation needs at least 2 cases, the dataset has {len(pairs)}")
     groups = case_groups(pairs)
@@ -123,6 +123,9 @@ def train_folds(data: str | os.PathLike, root: str | os.PathLike, *, folds: str 
         target = fold_dir(root, fold)
         if not resume and (target / RUN_INFO).is_file() and run_finished(target):
             print(f"fold {fold}: already trained in {target}; skipped (use --resume to extend it)")
+            continue
+        if resume and run_finished(target) and not (per_fold.get("epochs") or per_fold.get("minutes")):
+            print(f"fold {fold}: already finished in {target}; skipped (--resume with --epochs or --minutes extends it)")
             continue
         print(f"fold {fold}: {len(splits[fold]['train'])} training, {len(splits[fold]['val'])} validation cases")
         train_single(data, target, {**per_fold, "fold": fold}, resume=resume,

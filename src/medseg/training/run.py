@@ -40,7 +40,8 @@ def resolve_plan(data: Path, plan: str | os.PathLike | dict | None, options: dic
         base = read_plan(plan)
     else:
         device = resolve_device(options.get("device", "auto")).type
-        fp, _, _ = compute_fingerprint(data, workers=options.get("workers", 2), ignore=options.get("ignore_label"))
+        fp, _, _ = compute_fingerprint(data, workers=options.get("workers", 2), ignore=options.get("ignore_label"),
+                                       label_suffix=options.get("label_suffix"))
         base = make_plan(fp, Budget(device=device, memory_gb=memory_gb, minutes=options.get("minutes")),
                          model=options.get("model") or "unet", image_size=options.get("image_size", "auto"))
     return apply_overrides(base, plan_overrides(options))
@@ -58,7 +59,7 @@ def train_single(data: Path, out: Path, options: dict, *, resume: bool = False,
     the_plan = distributed.broadcast_object(the_plan)  # planned once, on rank 0
     config = config_from_options(dict(options), the_plan)
     try:
-        run = Trainer(data, out, config, resume=resume, plan=the_plan, split=split).fit()
+        run = Trainer(data, out, config, resume=resume, plan=the_plan, split=split, finishing=finish).fit()
         if finish and distributed.is_main():
             finish_run(run)
     finally:

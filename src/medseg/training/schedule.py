@@ -1,18 +1,38 @@
 """The clock of a run: how much of the budget (minutes or epochs) is used, the learning rate
 that follows it (warm-up, then polynomial decay to zero at the budget's end), and when to
-validate."""
+validate.
+
+With a clock budget, the end of the training steps is the budget minus a reserve for the work
+still to come after them: the last validation and checkpoint and, when the run finishes itself,
+predicting every validation case at full resolution, scoring it and writing the report. The
+learning rate decays over the steps' share only, so a timed run always ends annealed."""
 from __future__ import annotations
 
 import math
 import time
 
 
+MIN_RESERVE_S = 5.0          # checkpoint and log of the last epoch
+FINISH_OVERHEAD_S = 10.0     # postprocessing choice, evaluation and report after the validation predictions
+
+
 class Schedule:
     """Budget, learning rate and validation pacing of a Trainer (needs config, start,
-    elapsed_before, iteration, val_images, val_seconds, validations)."""
+    elapsed_before, iteration, val_images, val_seconds, validations, reserve_s, finish_factor)."""
 
     def budget_left(self) -> float:
         return math.inf if not self.config.minutes else self.config.minutes * 60 - self.elapsed()
+
+    def steps_time_left(self) -> float:
+        """Seconds the training steps may still use: the budget left minus the reserve."""
+        return self.budget_left() - self.reserve_s
+
+    def reserve_for_validation(self, validation_s: float) -> None:
+        """Set the reserve from what one validation (of the per-epoch subset) costs: the last one,
+        with a margin, plus the finishing work scaled from it (`finish_factor`: how many times a
+        validation's work the finishing predictions are; 0 when the run does not finish itself)."""
+        finishing = self.finish_factor * validation_s + (FINISH_OVERHEAD_S if self.finish_factor else 0.0)
+        self.reserve_s = 1.5 * validation_s + MIN_RESERVE_S + finishing
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.start
@@ -21,8 +41,8 @@ class Schedule:
         """Fraction of the budget used: by the clock for `minutes`, by iterations for `epochs`."""
         cfg = self.config
         parts = []
-        if cfg.minutes:
-            parts.append(self.elapsed() / (cfg.minutes * 60))
+        if cfg.minutes:  # the steps' share of the budget: the reserve is not theirs to spend
+            parts.append(self.elapsed() / max(1.0, cfg.minutes * 60 - self.reserve_s))
         if cfg.epochs:
             parts.append(self.iteration / (cfg.epochs * cfg.iterations_per_epoch))
         return min(1.0, max(parts))

@@ -31,7 +31,7 @@ class DataSetup:
 
     def _prepare_data(self) -> None:
         cfg = self.config
-        pairs, self.info = describe_dataset(self.data)
+        pairs, self.info = describe_dataset(self.data, label_suffix=cfg.label_suffix)
         self.mapping = validate_dataset(pairs, self.info.label_mapping(), self.info.channels, ignore=cfg.ignore_label)
         self.ignore_index = self.mapping.ignore_index  # IGNORE_INDEX or None: left out of loss and Dice
         if self.resume_state is not None:

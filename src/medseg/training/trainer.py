@@ -14,19 +14,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import distributed
 from ..data.sampler import Prefetcher
 from ..device import memory_format, resolve_device
 from ..evaluation.metrics import confusion, dice_from_confusion
-from ..inference.sliding_window import argmax_mask, count_windows, sliding_window
+from ..inference.predictor import mirrors
+from ..inference.sliding_window import argmax_mask, count_windows, mirror_sets, sliding_window
 from ..nets import axis_divisors
 from ..planning import write_plan
 from ..runs import PLAN_FILE, checkpoint_path, load_checkpoint, save_checkpoint
 from .cases import check_run_folder
 from .config import TrainConfig
-from .schedule import Schedule
+from .progress import TrainingProgress
+from .schedule import MIN_RESERVE_S, Schedule
 from .setup import DataSetup, ModelSetup
 from .state import RunRecord
 
@@ -36,11 +37,11 @@ class Trainer(DataSetup, ModelSetup, Schedule, RunRecord):
     records live in the mixins it inherits (`setup`, `schedule`, `state`)."""
 
     def __init__(self, data: Path, out: Path, config: TrainConfig, resume: bool = False,
-                 plan: dict | None = None, split: dict | None = None):
+                 plan: dict | None = None, split: dict | None = None, finishing: bool = True):
         self.start = time.perf_counter()
         self.data, self.out, self.config = Path(data), Path(out), config
         self.plan, self.split = plan, split
-        check_run_folder(self.out, resume)
+        check_run_folder(self.out, resume, config.epochs, config.minutes)
         self.resume_state = load_checkpoint(checkpoint_path(self.out, "last")) if resume else None
         if self.resume_state is not None:
             saved = TrainConfig.from_dict(self.resume_state["config"])
@@ -54,6 +55,16 @@ class Trainer(DataSetup, ModelSetup, Schedule, RunRecord):
         self.device = distributed.init_from_env(resolve_device(config.device))  # cuda:LOCAL_RANK under torchrun
         self._prepare_data()
         self._prepare_model()
+        self.reserve_s = MIN_RESERVE_S
+        self.finish_factor = self._finish_factor() if finishing else 0.0
+
+    def _finish_factor(self) -> float:
+        """How many per-epoch validations the finishing predictions cost: every validation case
+        (not only the per-epoch subset), with the mirrored passes prediction makes by default."""
+        if not self.val_images:
+            return 0.0
+        passes = len(mirror_sets(tuple(range(self.spatial_dims)))) if mirrors("auto", self.spatial_dims) else 1
+        return passes * len(self.val_pairs) / len(self.val_images)
 
     def validate(self) -> dict[str, float]:
         if not self.val_images or not distributed.is_main():
@@ -90,15 +101,12 @@ class Trainer(DataSetup, ModelSetup, Schedule, RunRecord):
         self.write_run_json(finished=False)
         self.model.train()
         total_epochs = cfg.epochs or 10**9
-        # seconds kept for the last validation + checkpoint: estimated from the validation's
-        # window count and the measured step time until a validation has been timed
+        # the reserve (`Schedule`) is estimated from the validation's window count and the measured
+        # step time until a validation has been timed
         val_windows = sum(count_windows(tuple(x.shape[1:]), cfg.patch_size, cfg.overlap) for x in self.val_images)
-        reserve, reserve_measured = 5.0, False
-        est_total = cfg.epochs * cfg.iterations_per_epoch if cfg.epochs else None
-        bar = tqdm(total=est_total, initial=self.iteration, unit="it", dynamic_ncols=True,
-                   desc="training", disable=None if distributed.is_main() else True)
+        reserve_measured = False
+        progress = TrainingProgress(self, total=cfg.epochs * cfg.iterations_per_epoch if cfg.epochs else None)
         stop = False
-        last_dice = "-"
         first_iteration = self.iteration + 1  # this process's first step (compiles with cfg.compile)
         try:
             while self.epoch < total_epochs and not stop:
@@ -125,21 +133,15 @@ class Trainer(DataSetup, ModelSetup, Schedule, RunRecord):
                         self.iteration += 1
                         images += len(x)
                         losses.append(float(loss.detach()))
-                        bar.update(1)
-                        if self.iteration % 5 == 0:
-                            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", val_dice=last_dice, refresh=False)
-                        if cfg.minutes:  # time-bounded: show the budget as the bar's horizon
-                            rate = bar.format_dict.get("rate") or 0
-                            if rate:
-                                bar.total = self.iteration + int(max(0, self.budget_left() - reserve) * rate)
+                        progress.step(losses)
                         rate_images += len(x)
                         if self.compiled and self.iteration == first_iteration:
                             # the first compiled step includes compilation (~30 s): not a step's cost
                             rate_start, rate_images = time.perf_counter(), 0
                         elif not reserve_measured:  # a forward pass costs about a third of a step
                             per_image = (time.perf_counter() - rate_start) / rate_images
-                            reserve = 5.0 + 1.5 * val_windows * per_image / 3
-                        if distributed.agree_to_stop(self.budget_left() <= reserve):
+                            self.reserve_for_validation(val_windows * per_image / 3)
+                        if distributed.agree_to_stop(self.steps_time_left() <= 0):
                             stop = True
                             break
                 finally:
@@ -168,13 +170,12 @@ class Trainer(DataSetup, ModelSetup, Schedule, RunRecord):
                 self.write_run_json(finished=False)
                 distributed.barrier()  # other ranks wait for rank 0's validation and checkpoint
                 if validated:  # the reserve is for a last validation, so only a validated tail measures it
-                    reserve, reserve_measured = 1.5 * (time.perf_counter() - tail_start) + 2.0, True
-                if score is not None:
-                    last_dice = f"{score:.3f}"
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}" if losses else "-", val_dice=last_dice, refresh=False)
+                    self.reserve_for_validation(time.perf_counter() - tail_start)
+                    reserve_measured = True
+                progress.epoch_done(row)
                 if distributed.agree_to_stop(self.progress() >= 1.0):
                     stop = True
         finally:
-            bar.close()
+            progress.close()
         self.write_run_json(finished=True)
         return self.out
