@@ -48,26 +48,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--row", help="row name (default: the dataset)")
 
 
-def whole_volume(predictor, case, infer):
-    """Whole volume on the working grid, z-scored with medseg's crop-box statistics, `infer`, back, argmax."""
+def box_statistics(predictor, case) -> list:
+    """Per channel, the (mean, std) medseg z-scores with inside its crop box (None: CT channel)."""
+    from medseg.data.preprocess import _zscore_stats
+
+    pre = predictor.members[0].pre
+    schemes = pre.normalization or [{"scheme": "zscore"}] * case.channels
+    boxed = pre.resample(case, with_label=False).image
+    return [None if (schemes[c] if c < len(schemes) else {}).get("scheme") == "ct"
+            else tuple(t[0] for t in _zscore_stats(boxed[c:c + 1])) for c in range(boxed.shape[0])]
+
+
+def whole_volume(predictor, case, stats: list, infer):
+    """Whole volume on the working grid, z-scored with medseg's crop-box statistics (computed
+    beforehand, untimed), `infer`, back onto the file's grid, argmax."""
     import torch
 
-    from medseg.data.preprocess import Preprocessor, _zscore_stats
+    from medseg.data.preprocess import Preprocessor
     from medseg.inference import argmax_mask
 
     pre = predictor.members[0].pre
     whole = Preprocessor.from_dict({**pre.to_dict(), "crop_nonzero": False})
-    schemes = pre.normalization or [{"scheme": "zscore"}] * case.channels
-    boxed = pre.resample(case, with_label=False).image
     image = whole.resample(case, with_label=False).image
     out = torch.empty(image.shape, dtype=torch.float32)
-    for c in range(image.shape[0]):
-        if (schemes[c] if c < len(schemes) else {}).get("scheme") == "ct":   # dataset statistics: crop-free
-            out[c:c + 1] = Preprocessor(normalization=[schemes[c]]).normalise(image[c:c + 1])
+    for c, ms in enumerate(stats):
+        if ms is None:   # CT: dataset statistics, the same whatever the crop
+            out[c:c + 1] = Preprocessor(normalization=[pre.normalization[c]]).normalise(image[c:c + 1])
         else:
-            mean, std = (t[0] for t in _zscore_stats(boxed[c:c + 1]))
-            torch.sub(image[c].float(), mean, out=out[c])
-            out[c].div_(std + 1e-6)
+            torch.sub(image[c].float(), ms[0], out=out[c])
+            out[c].div_(ms[1] + 1e-6)
+    del image
     return argmax_mask(whole.restore(infer(out), case.spatial_shape, None))
 
 
@@ -99,15 +109,17 @@ def run(args: argparse.Namespace) -> tuple[dict, dict]:
         cases = {it.case_id: read_input_case(it, predictor.in_channels) for it in items}
         # nibabel indexes (x, y, z), medseg's cases (z, y, x): the same voxels, axes reversed
         labels = {cid: np.ascontiguousarray(read_mask(dataset, split.references[cid], True).T) for cid in cases}
-        peers = {"medseg": predictor.segment,
-                 "monai": lambda c: whole_volume(predictor, c, monai_inferer(model, patch, args.overlap,
-                                                                              predictor.batch_size))}
+        stats = {cid: box_statistics(predictor, case) for cid, case in cases.items()}
+        inferers = {"monai": monai_inferer(model, patch, args.overlap, predictor.batch_size)}
         if not args.no_whole:
-            peers["medseg_whole"] = lambda c: whole_volume(predictor, c, lambda x: sliding_window(
-                model, x, patch, overlap=args.overlap, divisor=member.divisor, batch_size=predictor.batch_size))
+            inferers["medseg_whole"] = lambda x: sliding_window(model, x, patch, overlap=args.overlap,
+                                                                divisor=member.divisor, batch_size=predictor.batch_size)
         if nnunet_available():
-            nn = nnunet_inferer(model, patch, args.overlap, k, predictor.dataset.channel_names or ["image"])
-            peers["nnunet"] = lambda c: whole_volume(predictor, c, nn)
+            inferers["nnunet"] = nnunet_inferer(model, patch, args.overlap, k,
+                                                predictor.dataset.channel_names or ["image"])
+        peers = {"medseg": lambda cid: predictor.segment(cases[cid])}
+        for name, infer in inferers.items():
+            peers[name] = lambda cid, infer=infer: whole_volume(predictor, cases[cid], stats[cid], infer)
         with torch.inference_mode():  # first calls pick kernels and allocate: no peer pays for it
             model(torch.zeros(predictor.batch_size, predictor.in_channels, *patch))
         counter = WindowCounter(model)
@@ -120,7 +132,7 @@ def run(args: argparse.Namespace) -> tuple[dict, dict]:
                 for name in rotated(list(peers), rep + index):
                     counter.windows = 0
                     start = time.perf_counter()
-                    mask = peers[name](case)
+                    mask = peers[name](cid)
                     times[name].append(time.perf_counter() - start)
                     windows[name] = counter.windows
                     masks.setdefault(name, mask)
