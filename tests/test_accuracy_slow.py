@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import real_dataset
+from helpers import real_dataset
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy_2d.py"
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import medseg
-from conftest import crash_after_first_epoch
+from helpers import crash_after_first_epoch
 from medseg.runs import load_checkpoint
 from medseg.training.ema import WeightEMA
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import medseg
-from conftest import crash_after_first_epoch
+from helpers import crash_after_first_epoch
 from medseg.runs import load_checkpoint
 from medseg.errors import MedsegInputError
 

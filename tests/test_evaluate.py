@@ -17,7 +17,7 @@ from medseg.errors import MedsegInputError
 from medseg.evaluation import EvaluationResult, evaluate  # noqa: E402
 from medseg.io.labels import LabelMapping  # noqa: E402
 
-from conftest import real_dataset  # noqa: E402
+from helpers import real_dataset
 
 
 def write(path: Path, array) -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import hippocampus_msd, real_dataset
+from helpers import hippocampus_msd, real_dataset
 from medseg.data.synthetic import write_phantom_dataset
 from medseg.training.loss_registry import make_loss
 from medseg.training.deep_supervision import DeepSupervisionLoss
@@ -178,7 +178,7 @@ def test_compiled_run_with_a_time_budget_keeps_training(tmp_path):
     """The first compiled step (compilation included) must not be taken as the cost of a step:
     it once made the validation reserve exceed the budget, and a 10-minute run stopped after one
     step."""
-    from conftest import link_subset
+    from helpers import link_subset
 
     data = link_subset(real_dataset("isbi2012-membrane"), tmp_path / "data", ["0", "1", "2", "3"])
     config = TrainConfig(model="unet", minutes=1.5, iterations_per_epoch=20, patch_size=(64, 64), batch_size=2,

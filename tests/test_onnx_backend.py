@@ -16,7 +16,7 @@ import medseg  # noqa: E402
 from medseg.io.layout import prediction_inputs  # noqa: E402
 from medseg.inference import Predictor, read_input_case  # noqa: E402
 
-from conftest import link_subset, real_dataset  # noqa: E402
+from helpers import link_subset, real_dataset
 
 TINY2D = dict(features=(8, 16, 32), batch_size=2, patch_size=(128, 128), iterations_per_epoch=3, val_fraction=0.4)
 TINY3D = dict(features=(8, 16, 32), batch_size=2, patch_size=(24, 32, 24), iterations_per_epoch=2, val_fraction=0.34)

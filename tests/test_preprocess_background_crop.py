@@ -22,7 +22,7 @@ from medseg.data.preprocess import Preprocessor, background_values, crop_box
 from medseg.io.volume import read_volume, read_volume_mask
 from medseg.inference import Predictor
 
-from conftest import real_dataset
+from helpers import real_dataset
 
 
 def _object_in_background(shape=(30, 40, 50), background=(-3.6, 1.25), seed=0) -> np.ndarray:

@@ -26,7 +26,7 @@ from medseg.training.loss_registry import LOSSES, make_loss
 from medseg.training.deep_supervision import DeepSupervisionLoss
 from medseg.evaluation.metrics import case_metrics
 
-from conftest import HIPPOCAMPUS_CASES, real_dataset
+from helpers import HIPPOCAMPUS_CASES, real_dataset
 
 TINY3D = dict(features=(8, 16, 32), batch_size=2, patch_size=(24, 32, 24), iterations_per_epoch=3,
               val_fraction=0.34)

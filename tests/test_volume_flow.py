@@ -17,7 +17,7 @@ from medseg.errors import MedsegInputError
 from medseg.io.layout import describe_dataset, prediction_inputs
 from medseg.io.dicom import write_dicom_series
 
-from conftest import HIPPOCAMPUS_CASES, hippocampus_msd, real_dataset
+from helpers import HIPPOCAMPUS_CASES, hippocampus_msd, real_dataset
 
 TINY3D = dict(features=(8, 16, 32), batch_size=2, patch_size=(24, 32, 24), iterations_per_epoch=2,
               val_fraction=0.34)

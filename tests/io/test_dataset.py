@@ -6,30 +6,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from helpers import real_dataset, save_picture
 from medseg.case import Case
 from medseg.errors import MedsegInputError
 from medseg.io.dataset import CasePair, discover_pairs, natural_key, read_case, validate_dataset
 from medseg.io.layout import prediction_inputs
 from medseg.io.labels import LabelMapping
 
-from conftest import real_dataset  # noqa: E402
-
-
-def write(path: Path, array: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(array)).save(path)
-    return path
-
 
 def make_dataset(root: Path, stems, *, image_ext=".png", mask_ext=".png", mask_dir="labels", size=(12, 16),
                  levels=(0, 255)) -> Path:
     rng = np.random.default_rng(0)
     for stem in stems:
-        write(root / "images" / f"{stem}{image_ext}", rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+        save_picture(root / "images" / f"{stem}{image_ext}", rng.integers(0, 256, (*size, 3), dtype=np.uint8))
         mask = np.asarray(levels, np.uint8)[rng.integers(0, len(levels), size)]
-        write(root / mask_dir / f"{stem}{mask_ext}", mask)
+        save_picture(root / mask_dir / f"{stem}{mask_ext}", mask)
     return root
 
 
@@ -66,7 +58,7 @@ def test_discover_pairs_natural_order_mixed_extensions_and_ignored_files(tmp_pat
 
 def test_discover_without_labels(tmp_path):
     root = tmp_path / "d"
-    write(root / "images" / "a.png", np.zeros((4, 4), np.uint8))
+    save_picture(root / "images" / "a.png", np.zeros((4, 4), np.uint8))
     with pytest.raises(MedsegInputError) as e:
         discover_pairs(root)
     assert_error(e, root, "labels/")
@@ -101,7 +93,7 @@ def test_discover_errors_name_the_folder_or_file(tmp_path):
 def test_images_without_masks_are_listed_with_a_count(tmp_path):
     root = make_dataset(tmp_path / "d", ["0"])
     for i in range(1, 13):
-        write(root / "images" / f"img{i}.png", np.zeros((4, 4), np.uint8))
+        save_picture(root / "images" / f"img{i}.png", np.zeros((4, 4), np.uint8))
     with pytest.raises(MedsegInputError) as e:
         discover_pairs(root)
     assert_error(e, "labels", "12 image(s) have no mask", "img1.png", "img10.png", "and 2 more")
@@ -110,13 +102,13 @@ def test_images_without_masks_are_listed_with_a_count(tmp_path):
 
 def test_mask_without_image_and_duplicate_stems(tmp_path):
     root = make_dataset(tmp_path / "d", ["a", "b"])
-    write(root / "labels" / "ghost.png", np.zeros((4, 4), np.uint8))
+    save_picture(root / "labels" / "ghost.png", np.zeros((4, 4), np.uint8))
     with pytest.raises(MedsegInputError) as e:
         discover_pairs(root)
     assert_error(e, "1 mask(s)", "ghost.png")
 
     dup = make_dataset(tmp_path / "dup", ["a"])
-    write(dup / "images" / "a.jpg", np.zeros((4, 4), np.uint8))
+    save_picture(dup / "images" / "a.jpg", np.zeros((4, 4), np.uint8))
     with pytest.raises(MedsegInputError) as e:
         discover_pairs(dup)
     assert_error(e, "a.jpg", "a.png", "same name stem")
@@ -135,7 +127,7 @@ def test_validate_returns_the_dataset_mapping(tmp_path):
 
 def test_validate_reports_size_mismatch_with_both_files_and_sizes(tmp_path):
     root = make_dataset(tmp_path / "d", ["a", "b"], size=(12, 16))
-    write(root / "labels" / "b.png", np.zeros((16, 12), np.uint8))
+    save_picture(root / "labels" / "b.png", np.zeros((16, 12), np.uint8))
     with pytest.raises(MedsegInputError) as e:
         validate_dataset(discover_pairs(root))
     assert_error(e, "labels/b.png", "images/b.png", "16x12", "12x16")
@@ -154,7 +146,7 @@ def test_validate_reports_unreadable_files_and_collects_problems(tmp_path):
 
 def test_validate_refuses_masks_that_are_pictures(tmp_path):
     root = make_dataset(tmp_path / "d", ["a", "b"])
-    write(root / "labels" / "b.png", np.random.default_rng(1).integers(0, 256, (12, 16), dtype=np.uint8))
+    save_picture(root / "labels" / "b.png", np.random.default_rng(1).integers(0, 256, (12, 16), dtype=np.uint8))
     with pytest.raises(MedsegInputError) as e:
         validate_dataset(discover_pairs(root))
     assert_error(e, "b.png", "not a label mask", "mid-grey")
@@ -187,7 +179,7 @@ def test_read_case(tmp_path):
         read_case(pair, LabelMapping("levels", values=[0, 128]))
     assert_error(e, "a.png", "255")
 
-    write(root / "labels" / "a.png", np.zeros((5, 5), np.uint8))
+    save_picture(root / "labels" / "a.png", np.zeros((5, 5), np.uint8))
     with pytest.raises(MedsegInputError) as e:
         read_case(pair, mapping)
     assert_error(e, "a.png", "a.jpg", "5x5", "12x16")
@@ -202,7 +194,7 @@ def test_prediction_inputs_of_pictures(tmp_path):
         if name.endswith(".txt"):
             (folder / name).write_text("x")
         else:
-            write(folder / name, np.zeros((4, 4), np.uint8))
+            save_picture(folder / name, np.zeros((4, 4), np.uint8))
     assert [c.source.name for c in prediction_inputs(folder)] == ["img1.tif", "img2.jpg", "img10.png"]
     assert [c.case_id for c in prediction_inputs(folder)] == ["img1", "img2", "img10"]
     assert [c.files for c in prediction_inputs(folder / "img2.jpg")] == [(folder / "img2.jpg",)]
@@ -220,7 +212,7 @@ def test_prediction_inputs_of_pictures(tmp_path):
     with pytest.raises(MedsegInputError) as e:
         prediction_inputs(tmp_path / "absent")
     assert_error(e, "absent", "not found")
-    write(folder / "img2.png", np.zeros((4, 4), np.uint8))
+    save_picture(folder / "img2.png", np.zeros((4, 4), np.uint8))
     with pytest.raises(MedsegInputError) as e:
         prediction_inputs(folder)
     assert_error(e, "img2.jpg", "img2.png")

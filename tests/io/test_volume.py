@@ -1,4 +1,5 @@
-"""medseg.io.volume: NIfTI / NRRD / MHA through SimpleITK and DICOM series, on real files."""
+"""medseg.io.volume: NIfTI / NRRD / MHA through SimpleITK, on real files: axis order, geometry,
+channels, and empty, corrupt or non-integer label files."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,11 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from helpers import real_dataset, write_volume
 from medseg.errors import MedsegInputError
 from medseg.io import read_image, read_image_header, read_mask, write_mask
-from medseg.io.dicom import is_dicom_folder, read_dicom_series, write_dicom_series
-
-from conftest import real_dataset  # noqa: E402
 
 ROTATED = np.array([[np.cos(0.3), -np.sin(0.3), 0.0], [np.sin(0.3), np.cos(0.3), 0.0], [0.0, 0.0, 1.0]])
 ROTATED = ROTATED @ np.array([[1.0, 0.0, 0.0], [0.0, np.cos(0.2), -np.sin(0.2)], [0.0, np.sin(0.2), np.cos(0.2)]])
@@ -101,36 +100,6 @@ def test_vector_nrrd_gives_component_channels(tmp_path):
     np.testing.assert_array_equal(array, np.moveaxis(data, -1, 0))
 
 
-def test_dicom_series_round_trip(hippo, tmp_path):
-    image, _ = hippo
-    volume = sitk.GetArrayFromImage(sitk.ReadImage(str(image))).astype(np.int16)
-    spacing = (0.7, 0.9, 2.5)  # ITK order: x, y, z
-    folder = tmp_path / "dicom"
-    write_dicom_series(volume, folder, spacing, (5.0, -3.0, 12.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
-    assert is_dicom_folder(folder) and not is_dicom_folder(tmp_path / "nothing")
-    array, read_spacing, meta = read_dicom_series(folder)
-    assert meta["format"] == "dicom" and meta["files"] == volume.shape[0]
-    np.testing.assert_array_equal(array[0], volume)
-    np.testing.assert_allclose(read_spacing, spacing[::-1], atol=1e-4)
-    np.testing.assert_allclose(meta["geometry"]["origin"], (5.0, -3.0, 12.0), atol=1e-4)
-
-
-def test_dicom_folder_with_two_series_is_refused(tmp_path):
-    vol = np.arange(3 * 4 * 5, dtype=np.int16).reshape(3, 4, 5)
-    write_dicom_series(vol, tmp_path, series_description="first scan")
-    write_dicom_series(vol + 1, tmp_path, series_description="second scan")
-    with pytest.raises(MedsegInputError, match="holds 2 DICOM series") as err:
-        read_dicom_series(tmp_path)
-    assert "first scan" in str(err.value) and "second scan" in str(err.value)
-    assert "one series per folder" in str(err.value)
-
-
-def test_empty_dicom_folder(tmp_path):
-    with pytest.raises(MedsegInputError, match="no DICOM series"):
-        read_dicom_series(tmp_path)
-    assert not is_dicom_folder(tmp_path)
-
-
 def test_empty_and_corrupt_files(tmp_path):
     empty = tmp_path / "empty.nii.gz"
     empty.touch()
@@ -147,11 +116,11 @@ def test_empty_and_corrupt_files(tmp_path):
 
 def test_float_labels(tmp_path):
     whole = tmp_path / "whole.nii.gz"
-    sitk.WriteImage(sitk.GetImageFromArray(np.array([[[0.0, 1.0], [2.0, 0.0]]], np.float32)), str(whole))
+    write_volume(whole, np.array([[[0.0, 1.0], [2.0, 0.0]]], np.float32))
     mask = read_mask(whole)
     assert np.issubdtype(mask.dtype, np.integer)
     np.testing.assert_array_equal(mask, [[[0, 1], [2, 0]]])
     half = tmp_path / "half.nii.gz"
-    sitk.WriteImage(sitk.GetImageFromArray(np.array([[[0.0, 0.5], [1.0, 0.0]]], np.float32)), str(half))
+    write_volume(half, np.array([[[0.0, 0.5], [1.0, 0.0]]], np.float32))
     with pytest.raises(MedsegInputError, match="non-integer"):
         read_mask(half)
