@@ -8,7 +8,6 @@ import torch
 
 from medseg.case import Case
 from medseg.data.preprocess import Preprocessor, crop_box, ct_statistics, resize_label
-from medseg.report.overlay import volume_overlay
 from medseg.planning.defaults import choose_patch_size
 
 
@@ -71,9 +70,3 @@ def test_3d_patch_fits_the_voxel_budget():
     big = choose_patch_size([(140, 170, 140)], 8)
     assert np.prod(big) <= 64 ** 3 and all(p % 8 == 0 for p in big)
 
-
-def test_volume_overlay_shows_three_orthogonal_slices():
-    case = _case()
-    picture = volume_overlay(case.image, case.label, case.label, spacing=case.spacing)
-    assert picture.ndim == 3 and picture.shape[2] == 3 and picture.shape[1] > picture.shape[0] >= 192
-    assert (picture == np.array([255, 255, 0], np.uint8)).all(-1).any()   # the reference contour is drawn

@@ -1,6 +1,7 @@
-"""`medseg report RUN`: ensure_validation, the report's sections, the CLI and the page in headless
-Chromium (skipped where no chromium is installed; .ci/run installs Debian's package), all from two
-tiny real training runs (2D phantoms, 3D NIfTI phantoms with anisotropic spacing)."""
+"""medseg.report.run_report (`medseg report RUN`) and training's ensure_validation, which the report
+needs: the report's sections, the CLI and the page in headless Chromium (skipped where no chromium
+is installed; .ci/run installs Debian's package), all from two tiny real training runs (2D
+phantoms, 3D NIfTI phantoms with anisotropic spacing)."""
 from __future__ import annotations
 
 import csv
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import medseg
+from helpers import write_volume
 from medseg.data.synthetic import make_phantom, to_uint8, write_phantom_dataset
 from medseg.errors import MedsegInputError
 from medseg.report.browser import find_chromium, images_loaded, rendered_dom, screenshot
@@ -19,23 +22,15 @@ from medseg.training import ensure_validation
 
 
 def _tiny_run(data: Path, out: Path, **options) -> Path:
-    from medseg.training import train
-
-    return train(data, out, epochs=2, iterations_per_epoch=2, features=(4, 8, 16), batch_size=2,
+    return medseg.train(data, out, epochs=2, iterations_per_epoch=2, features=(4, 8, 16), batch_size=2,
                  val_fraction=0.3, seed=0, device="cpu", cache=False, **options)
 
 
 def _nifti_phantoms(out: Path, n: int, shape=(20, 24, 22), spacing_zyx=(2.0, 1.0, 1.5)) -> Path:
-    import SimpleITK as sitk
-
-    for sub in ("images", "labels"):
-        (out / sub).mkdir(parents=True)
     for i in range(n):
         image, label = make_phantom(np.random.default_rng((5, i)), shape)
-        for sub, array in (("images", to_uint8(image)), ("labels", label)):
-            itk = sitk.GetImageFromArray(array)
-            itk.SetSpacing(tuple(reversed(spacing_zyx)))
-            sitk.WriteImage(itk, str(out / sub / f"vol_{i}.nii.gz"))
+        write_volume(out / "images" / f"vol_{i}.nii.gz", to_uint8(image), spacing_zyx)
+        write_volume(out / "labels" / f"vol_{i}.nii.gz", label, spacing_zyx)
     return out
 
 
