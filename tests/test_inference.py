@@ -1,6 +1,5 @@
 import torch
 
-from medseg.data.preprocess import Preprocessor, zscore
 from medseg.inference import count_windows, gaussian_weight, sliding_window, window_starts, windows_per_call
 from medseg.nets import UNet
 
@@ -45,18 +44,6 @@ def test_windows_cover_the_axis_with_overlap():
 def test_gaussian_weight_peaks_in_the_centre():
     w = gaussian_weight((9, 9))
     assert w[4, 4] == w.max() == 1 and w[0, 0] > 0
-
-
-def test_preprocessor_policy_and_restore():
-    pre = Preprocessor(image_size=320)
-    assert pre.working_shape((1080, 1350)) == (256, 320)
-    assert pre.working_shape((200, 100)) == (200, 100)
-    assert Preprocessor(None).working_shape((1080, 1350)) == (1080, 1350)
-    probs = torch.softmax(torch.randn(2, 256, 320), 0)
-    assert pre.restore(probs, (1080, 1350)).shape == (2, 1080, 1350)
-    z = zscore(torch.randn(3, 50, 50) * 7 + 3)
-    assert torch.allclose(z.mean((1, 2)), torch.zeros(3), atol=1e-4)
-    assert torch.allclose(z.std((1, 2)), torch.ones(3), atol=1e-3)
 
 
 def test_count_windows_matches_the_tiling():

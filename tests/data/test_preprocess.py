@@ -1,30 +1,98 @@
-"""Background-aware cropping: the crop box excludes each channel's background value (the value
-its corner voxels share, else 0), so a brain z-scored with a constant non-zero background (BraTS)
-is cropped to the brain, a zero-background case crops exactly as before, and runs saved before
-the rule keep the rule they were trained with."""
+"""medseg.data.preprocess: a case goes onto the working grid (crop, resample, normalise) and its
+prediction comes back onto exactly the original grid.
+
+Background-aware cropping: the crop box excludes each channel's background value (the value its
+corner voxels share, else 0), so a brain z-scored with a constant non-zero background (BraTS) is
+cropped to the brain, a zero-background case crops exactly as before, and runs saved before the
+rule keep the rule they were trained with."""
 from __future__ import annotations
 
 import tracemalloc
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 import medseg
+from helpers import real_dataset, write_volume
 from medseg.case import Case
 from medseg.runs import load_checkpoint, save_checkpoint
 from medseg.data import preprocess
 from medseg.data.cache import case_key
-from medseg.data.preprocess import Preprocessor, background_values, crop_box
+from medseg.data.preprocess import Preprocessor, background_values, crop_box, ct_statistics, resize_label, zscore
 from medseg.io.volume import read_volume, read_volume_mask
 from medseg.inference import Predictor
 
-from helpers import real_dataset
+
+# ------------------------------------------------------------------------------ grid: crop, resample, restore
+def _case() -> Case:
+    image = np.zeros((1, 30, 40, 50), np.float32)
+    image[0, 5:25, 10:30, 12:40] = np.random.default_rng(0).normal(100, 10, (20, 20, 28))
+    label = np.zeros((30, 40, 50), np.uint8)
+    label[10:20, 15:25, 20:30] = 1
+    label[12:14, 18:20, 31:34] = 2   # a small structure (3 voxels across x, 1.5 after) that must survive
+    return Case("c", image, label, spacing=(2.0, 1.0, 0.5))
 
 
+def test_crop_box_is_the_nonzero_bounding_box():
+    case = _case()
+    assert crop_box(case.image) == (slice(5, 25), slice(10, 30), slice(12, 40))
+    assert crop_box(np.zeros((1, 4, 4, 4))) == (slice(0, 4),) * 3
+
+
+def test_resample_to_target_spacing_and_restore_to_the_original_grid():
+    case = _case()
+    pre = Preprocessor(None, (1.0, 1.0, 1.0), crop_nonzero=True, num_classes=3)
+    r = pre.resample(case)
+    assert tuple(r.image.shape) == (1, 40, 20, 14)   # (20*2, 20*1, 28*0.5)
+    assert tuple(r.label.shape) == (40, 20, 14)
+    assert set(torch.unique(r.label).tolist()) == {0, 1, 2}
+    x = pre.normalise(r.image)
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 1e-3
+    one_hot = torch.nn.functional.one_hot(r.label.long(), 3).permute(3, 0, 1, 2).float()
+    back = pre.restore(one_hot, case.spatial_shape, r.box)
+    assert tuple(back.shape) == (3, 30, 40, 50)
+    mask = back.argmax(0).numpy()
+    outside = np.ones(case.spatial_shape, bool)
+    outside[r.box] = False
+    assert (mask[outside] == 0).all()
+    inter = ((mask == 1) & (case.label == 1)).sum()
+    assert 2 * inter / ((mask == 1).sum() + (case.label == 1).sum()) > 0.9
+
+
+def test_one_hot_label_resampling_keeps_thin_structures():
+    label = torch.zeros(20, 20, dtype=torch.uint8)
+    label[:, 10] = 1    # a one-pixel line, halved in width by the resampling
+    down = resize_label(label, (20, 14), num_classes=2)
+    assert (down == 1).any(dim=1).all()
+
+
+def test_ct_statistics_use_the_foreground_only():
+    image = torch.full((1, 10, 10, 10), -1000.0)
+    image[0, 2:8, 2:8, 2:8] = torch.linspace(0, 100, 216).reshape(6, 6, 6)
+    label = torch.zeros(10, 10, 10, dtype=torch.uint8)
+    label[2:8, 2:8, 2:8] = 1
+    stats = ct_statistics([image], [label], 0)
+    assert stats["scheme"] == "ct" and 0 <= stats["lower"] < 1 and 99 < stats["upper"] <= 100
+    assert abs(stats["mean"] - 50) < 1e-6
+    pre = Preprocessor(None, None, normalization=[stats])
+    assert float(pre.normalise(image).min()) == pytest.approx((stats["lower"] - stats["mean"]) / stats["std"], rel=1e-5)
+
+
+def test_preprocessor_policy_and_restore():
+    pre = Preprocessor(image_size=320)
+    assert pre.working_shape((1080, 1350)) == (256, 320)
+    assert pre.working_shape((200, 100)) == (200, 100)
+    assert Preprocessor(None).working_shape((1080, 1350)) == (1080, 1350)
+    probs = torch.softmax(torch.randn(2, 256, 320), 0)
+    assert pre.restore(probs, (1080, 1350)).shape == (2, 1080, 1350)
+    z = zscore(torch.randn(3, 50, 50) * 7 + 3)
+    assert torch.allclose(z.mean((1, 2)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(z.std((1, 2)), torch.ones(3), atol=1e-3)
+
+
+# ------------------------------------------------------------------------------ background-aware crop
 def _object_in_background(shape=(30, 40, 50), background=(-3.6, 1.25), seed=0) -> np.ndarray:
     """(2, *shape): constant non-zero background per channel, noise inside two boxes (one per
     channel, so the crop must take the union)."""
@@ -129,16 +197,6 @@ def test_real_brats_case_crops_to_the_brain_and_keeps_every_label():
     assert (label > 0).any() and not ((label > 0) & ~inside).any()
 
 
-def _write_volume(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
-                  direction=None) -> None:
-    img = sitk.GetImageFromArray(array)
-    img.SetSpacing(spacing)
-    img.SetOrigin(origin)
-    if direction is not None:
-        img.SetDirection(direction)
-    sitk.WriteImage(img, str(path))
-
-
 def _sphere_case(shape=(28, 32, 30), seed=0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     zz, yy, xx = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
@@ -157,8 +215,8 @@ def test_predicted_mask_keeps_the_input_geometry_with_a_non_zero_background(tmp_
     (data / "labels").mkdir()
     for i in range(3):
         image, label = _sphere_case(seed=i)
-        _write_volume(data / "images" / f"case{i}.nii.gz", image)
-        _write_volume(data / "labels" / f"case{i}.nii.gz", label)
+        write_volume(data / "images" / f"case{i}.nii.gz", image)
+        write_volume(data / "labels" / f"case{i}.nii.gz", label)
     run = medseg.train(data, tmp_path / "run", plan=False, finish=False, epochs=1, features=(4, 8),
                        batch_size=2, patch_size=(16, 16, 16), iterations_per_epoch=1, val_fraction=0.34)
     state = load_checkpoint(run / "checkpoints" / "last.pt")
@@ -167,8 +225,7 @@ def test_predicted_mask_keeps_the_input_geometry_with_a_non_zero_background(tmp_
     inputs.mkdir()
     image, _ = _sphere_case(shape=(26, 34, 29), seed=7)
     direction = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
-    _write_volume(inputs / "new.nii.gz", image, spacing=(0.9, 1.1, 1.3), origin=(5.0, -7.0, 11.0),
-                  direction=direction)
+    write_volume(inputs / "new.nii.gz", image, (1.3, 1.1, 0.9), origin_xyz=(5.0, -7.0, 11.0), direction=direction)
     pre = Predictor(run, checkpoint="last").pre
     box = crop_box(image[None])
     assert np.prod([b.stop - b.start for b in box]) < 0.8 * image.size   # really cropped
