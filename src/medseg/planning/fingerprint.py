@@ -2,8 +2,9 @@
 
 One pass over the cases (threads; decoding releases the GIL) records per case: the spatial shape,
 the voxel spacing, the shape of the non-zero region (what 3D cropping keeps), voxel counts per
-class, the sizes of the connected components of each foreground class, and a bounded sample of
-foreground intensities per channel. Dataset-level facts (medians, percentiles, anisotropy,
+class, the sizes of the connected components of each foreground class, how thin each class is
+(`thickness_mm`), the extent of the labelled region, and a bounded sample of foreground
+intensities per channel. Dataset-level facts (medians, percentiles, anisotropy,
 intensity statistics per modality) are computed from those rows, so the fingerprint is cheap to
 keep and to print.
 
@@ -12,6 +13,7 @@ stored, so a single huge case costs one read, not memory proportional to its siz
 """
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -29,6 +31,8 @@ from ..data.preprocess import crop_box
 
 INTENSITY_SAMPLES_PER_CASE = 10000
 MAX_COMPONENTS_KEPT = 50          # per case and class: the largest component sizes kept in the row
+THICKNESS_CASES = 50              # thickness is measured on at most this many cases, spread over the dataset
+OPENING_RADII = (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)   # ball radii (in the finest voxel size) tried
 
 
 @dataclass
@@ -42,6 +46,9 @@ class CaseFingerprint:
                                            # (corner value, else 0) in any channel; crop_box
     class_voxels: list[int]                # voxels per class 0..K-1 (original grid)
     components: list[list[int]]            # per foreground class: component sizes, largest first
+    thickness_mm: list[float] = field(default_factory=list)  # per foreground class: its thin parts' width
+                                           # (`thickness_mm`); 0 where the class is absent
+    extent_mm: tuple[float, ...] = ()      # the box of all labelled voxels, mm per axis (empty: none)
 
 
 @dataclass
@@ -107,8 +114,26 @@ class Fingerprint:
                 "median_components": float(np.median(counts)) if counts else 0.0,
                 "median_component_voxels": float(np.median(sizes)) if sizes else 0.0,
                 "smallest_component_voxels": int(min(sizes)) if sizes else 0,
+                "thin_mm": self.class_thickness_mm(k),
             })
         return rows
+
+    def class_thickness_mm(self, k: int) -> float:
+        """How thin class k's thin parts are: the median over the cases holding it of each case's
+        `thickness_mm` (0.0 when no case measured it)."""
+        values = [c.thickness_mm[k - 1] for c in self.cases if len(c.thickness_mm) >= k and c.thickness_mm[k - 1] > 0]
+        return round(float(np.median(values)), 4) if values else 0.0
+
+    def thinnest_mm(self) -> float | None:
+        """The thinnest structures that matter: the smallest `class_thickness_mm` over the foreground
+        classes (None when nothing was measured, e.g. a fingerprint stored before it was)."""
+        values = [t for t in (self.class_thickness_mm(k) for k in range(1, self.num_classes)) if t > 0]
+        return min(values) if values else None
+
+    def median_extent_mm(self) -> tuple[float, ...] | None:
+        """Median extent of the labelled region per axis (mm), over the cases that have labels."""
+        extents = [c.extent_mm for c in self.cases if c.extent_mm]
+        return tuple(float(e) for e in np.median(np.array(extents), axis=0)) if extents else None
 
     def summary(self) -> dict:
         """The dataset-level facts, small enough to print and to store in a plan."""
@@ -126,6 +151,8 @@ class Fingerprint:
             "nonzero_fraction": round(self.crop_fraction(), 3),
             "intensity": self.intensity,
             "class_stats": self.class_summary(),
+            "thinnest_mm": self.thinnest_mm(),
+            "median_extent_mm": [round(e, 1) for e in self.median_extent_mm() or ()],
             "grouping": self.grouping,
             "seconds": round(self.seconds, 1),
         }
@@ -139,7 +166,8 @@ class Fingerprint:
     def from_dict(cls, d: dict) -> "Fingerprint":
         d = dict(d)
         d["cases"] = [CaseFingerprint(**{**c, "shape": tuple(c["shape"]), "spacing": tuple(c["spacing"]),
-                                         "nonzero_shape": tuple(c["nonzero_shape"])}) for c in d["cases"]]
+                                         "nonzero_shape": tuple(c["nonzero_shape"]),
+                                         "extent_mm": tuple(c.get("extent_mm", ()))}) for c in d["cases"]]
         return cls(**d)
 
 
@@ -152,8 +180,33 @@ def component_sizes(mask: np.ndarray) -> list[int]:
     return sorted((int(s) for s in sizes), reverse=True)
 
 
+def thickness_mm(mask: np.ndarray, spacing: tuple[float, ...]) -> float:
+    """How wide a structure's thin parts are: the local thickness (the diameter of the largest
+    ball inside the structure that covers a voxel) that 90 % of its voxels reach, found by opening
+    it with balls of growing radius until more than 10 % of it is removed. Voxel-weighted, so a
+    vessel tree measures its vessels and a blob its body, not the spurs of its outline."""
+    if not mask.any():
+        return 0.0
+    sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in ndimage.find_objects(mask.astype(np.uint8))[0])
+    part = np.pad(mask[sl], 1)
+    unit = min(spacing)
+    inside = ndimage.distance_transform_edt(part, sampling=spacing)
+    total = int(part.sum())
+    kept_radius = None
+    for level in OPENING_RADII:
+        radius = level * unit
+        core = inside > radius
+        if not core.any():
+            break
+        opened = ndimage.distance_transform_edt(~core, sampling=spacing) <= radius
+        if int((opened & part).sum()) < 0.9 * total:
+            break
+        kept_radius = radius
+    return float(unit if kept_radius is None else 2 * kept_radius + unit)
+
+
 def _case_row(pair: CasePair, mapping: LabelMapping, channels: int | None, num_classes: int,
-              seed: int) -> tuple[CaseFingerprint, list[np.ndarray]]:
+              seed: int, measure_thickness: bool = True) -> tuple[CaseFingerprint, list[np.ndarray]]:
     case = read_case(pair, mapping, channels)
     box = crop_box(case.image)
     label = case.label
@@ -166,6 +219,11 @@ def _case_row(pair: CasePair, mapping: LabelMapping, channels: int | None, num_c
         # components only inside the class's own bounding box: cheap even for a huge case
         sl = ndimage.find_objects((label == k).astype(np.uint8))[0]
         components.append(component_sizes(label[sl] == k)[:MAX_COMPONENTS_KEPT])
+    spacing = tuple(float(s) for s in case.spacing)
+    thickness = [round(thickness_mm(label == k, spacing), 4) if counts[k] and measure_thickness else 0.0
+                 for k in range(1, num_classes)]
+    labelled = ndimage.find_objects(((label > 0) & (label != IGNORE_INDEX)).astype(np.uint8))
+    extent = tuple(round((b.stop - b.start) * s, 2) for b, s in zip(labelled[0], spacing)) if labelled else ()
     rng = np.random.default_rng(seed)
     foreground = (label > 0) & (label != IGNORE_INDEX)  # class_voxels above stop at K-1: no ignore either
     if not foreground.any():
@@ -179,7 +237,8 @@ def _case_row(pair: CasePair, mapping: LabelMapping, channels: int | None, num_c
     row = CaseFingerprint(case_id=pair.case_id, shape=case.spatial_shape,
                           spacing=tuple(float(s) for s in case.spacing),
                           nonzero_shape=tuple(int(b.stop - b.start) for b in box),
-                          class_voxels=[int(v) for v in counts], components=components)
+                          class_voxels=[int(v) for v in counts], components=components,
+                          thickness_mm=thickness, extent_mm=extent)
     return row, samples
 
 
@@ -203,8 +262,10 @@ def compute_fingerprint(data: str | Path, workers: int = 2, progress: bool = Tru
     mapping = validate_dataset(pairs, info.label_mapping(), info.channels, ignore=ignore)
     k = mapping.num_classes
 
+    every = max(1, math.ceil(len(pairs) / THICKNESS_CASES))
+
     def one(item: tuple[int, CasePair]):
-        return _case_row(item[1], mapping, info.channels, k, seed=item[0])
+        return _case_row(item[1], mapping, info.channels, k, seed=item[0], measure_thickness=item[0] % every == 0)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(tqdm(pool.map(one, enumerate(pairs)), total=len(pairs), desc="fingerprint",
@@ -223,4 +284,5 @@ def compute_fingerprint(data: str | Path, workers: int = 2, progress: bool = Tru
     return fp, pairs, mapping
 
 
-__all__ = ["CaseFingerprint", "Fingerprint", "compute_fingerprint", "component_sizes", "intensity_statistics"]
+__all__ = ["CaseFingerprint", "Fingerprint", "compute_fingerprint", "component_sizes", "intensity_statistics",
+           "thickness_mm"]

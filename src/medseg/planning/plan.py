@@ -15,7 +15,7 @@ from ..errors import MedsegInputError
 from ..nets import select_options
 from .fingerprint import Fingerprint, compute_fingerprint
 from .rules import (AUTO_IMAGE_SIZE, BASE_WIDTH, DATASET_MEMORY_SHARE, DEFAULT_CPU_MINUTES, GPU_EPOCHS, GPU_ITERATIONS, LOWRES_RATIO,
-                    MAX_PATCH, MAX_POOLINGS, MAX_WIDTH, MIN_FEATURE_SIZE, MIN_PATCH_SIDE, MIN_STEPS,
+                    MAX_PATCH, MAX_POOLINGS, MAX_WIDTH, MIN_FEATURE_SIZE, MIN_PATCH_SIDE, MIN_STEPS, MIN_THIN_VOXELS,
                     NATIVE_MAX_SIDE, Budget, cpu_batch_size, dataset_memory_gb, divisors, features_for, fit_patch,
                     lowres_spacing, median_target_spacing, pooling_plan, round_list,
                     working_image_size)
@@ -95,11 +95,20 @@ def make_plan(fp: Fingerprint, budget: Budget, model: str = "unet", image_size: 
         if isinstance(chosen, str) and chosen == "native":
             chosen = None
         if isinstance(chosen, str) and chosen == "auto":
-            image_size = working_image_size(longest)
-            reasons["image_size"] = (f"the largest image side is {longest} px <= {NATIVE_MAX_SIDE}: native grid"
-                                     if image_size is None else
-                                     f"images up to {longest} px are resized to a longer side of {AUTO_IMAGE_SIZE} px "
-                                     "(measured best Dice per CPU minute on Kvasir, BENCHMARKS.md)")
+            thin = fp.thinnest_mm()
+            thin_px = None if thin is None else thin / min(fp.median_spacing())
+            image_size = working_image_size(longest, thin_px)
+            thin_text = "" if thin_px is None else f"the thinnest labelled parts are ~{thin_px:.0f} px across"
+            if longest <= NATIVE_MAX_SIDE:
+                reasons["image_size"] = f"the largest image side is {longest} px <= {NATIVE_MAX_SIDE}: native grid"
+            elif image_size is None:
+                reasons["image_size"] = (f"{thin_text}: a smaller grid would leave them under {MIN_THIN_VOXELS:g} px, "
+                                         "so images keep their native grid and train in patches")
+            else:
+                reasons["image_size"] = (f"images up to {longest} px are resized to a longer side of {image_size} px: "
+                                         + (f"{thin_text} and keep >= {MIN_THIN_VOXELS:g} px; " if thin_text else "")
+                                         + f"{AUTO_IMAGE_SIZE} px is the coarsest grid for large objects "
+                                         "(docs/decisions.md)")
         else:
             image_size = None if chosen is None else int(chosen)
             if image_size is not None and image_size < MIN_PATCH_SIDE[2]:
@@ -169,11 +178,14 @@ def make_plan(fp: Fingerprint, budget: Budget, model: str = "unet", image_size: 
                           if small else ""))
 
     supervisable = "deep_supervision" in select_options(model, deep_supervision=True)
-    plan["deep_supervision"] = bool(supervisable and dims == 2)
+    deep_enough = len(plan["features"]) >= 3  # coarser decoder outputs to supervise: 3 levels or more
+    plan["deep_supervision"] = bool(supervisable and dims == 2 and deep_enough)
     reasons["deep_supervision"] = (
         "2D: losses at every decoder scale learned faster (Kvasir-SEG, 7 CPU minutes: polyp Dice 0.725 vs "
         "0.669 without; BENCHMARKS.md)" if plan["deep_supervision"] else
         f"{model} has no decoder heads to supervise" if not supervisable else
+        f"the images are small: {len(plan['features'])} level(s), too few coarser outputs to supervise"
+        if dims == 2 else
         "3D: not measured here yet; the measured 3D results were trained without it")
     if budget.minutes is not None:
         plan["minutes"], plan["epochs"] = float(budget.minutes), None

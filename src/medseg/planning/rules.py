@@ -2,15 +2,19 @@
 the constants behind them (docs/plan.md states each rule and its reason; `medseg.planning.plan`
 assembles them into a plan file).
 
-The rules (also in the README, "How the plan decides"):
+The rules (docs/plan.md states each with its reason):
 
 * **Dimensions**: the files' own (2D pictures train in 2D, volumes in 3D).
+* **Working grid** (2D): images up to `NATIVE_MAX_SIDE` keep their grid; larger ones shrink as far
+  as their thinnest labelled parts stay `MIN_THIN_VOXELS` wide (the fingerprint's thickness), not
+  below `AUTO_IMAGE_SIZE`: thin vessels train at native resolution with patches, large blobs small.
 * **Target spacing** (3D): the median voxel size. For strongly anisotropic data (largest / smallest
   median spacing > 3) the coarse axis takes the 10th percentile of its spacings instead, so thin-
   slice cases are not blurred to the thick-slice majority. On a CPU with a time budget, when the
   median image would be more than `LOWRES_RATIO` patches in size, the spacing is coarsened until it
   is not, as long as the median structure of the smallest class keeps at least
-  `MIN_STRUCTURE_VOXELS` voxels (large organs get context, small targets keep their detail).
+  `MIN_STRUCTURE_VOXELS` voxels and the thinnest labelled parts stay `MIN_THIN_VOXELS` wide
+  (large organs get context, small and thin targets keep their detail).
 * **Pooling and kernels per axis** (nnU-Net's rule): at each level an axis is halved when its
   current spacing is at most twice the finest one and its feature map stays >= `MIN_FEATURE_SIZE`;
   kernels are 3 along axes within twice the finest spacing and 1 along coarser ones.
@@ -65,7 +69,9 @@ MIN_BASE_WIDTH = 8
 BASE_WIDTH = {"cpu": 16, "cuda": 32}
 MAX_WIDTH = {"cpu": 256, "cuda": 320}
 NATIVE_MAX_SIDE = 512             # 2D images up to this size keep their grid
-AUTO_IMAGE_SIZE = 112             # larger 2D images are resized to this longer side (docs/decisions.md)
+AUTO_IMAGE_SIZE = 112             # the coarsest 2D grid for large images of large objects (docs/decisions.md)
+MIN_THIN_VOXELS = 4.0             # the thinnest labelled parts keep at least this many voxels across on the working
+                                  # grid: an interior voxel and an edge each side survive nearest-neighbour resampling
 DATASET_MEMORY_SHARE = 0.5        # resampled cases are kept in RAM: at most this share of the memory budget
 ACTIVATIONS_PER_LEVEL = 15        # stored activation tensors per level and feature in a training step (estimate)
 
@@ -192,10 +198,18 @@ def training_memory_gb(patch: list[int], batch: int, features: list[int], stride
 
 
 # ------------------------------------------------------------------------------ working grid and batch
-def working_image_size(longest_side: int) -> int | None:
+def working_image_size(longest_side: int, thin_px: float | None = None) -> int | None:
     """2D: the longer side images are resized to (None: native grid). Images up to
-    NATIVE_MAX_SIDE keep their grid; larger ones go to AUTO_IMAGE_SIZE (docs/plan.md)."""
-    return None if longest_side <= NATIVE_MAX_SIDE else AUTO_IMAGE_SIZE
+    NATIVE_MAX_SIDE keep their grid. Larger ones shrink as far as their thinnest labelled parts
+    allow (`thin_px` wide at native resolution must stay MIN_THIN_VOXELS wide), but not below
+    AUTO_IMAGE_SIZE: thin vessels keep the native grid, large polyps train at 112 px (docs/plan.md).
+    Without a measured thickness (no fingerprint), large images go to AUTO_IMAGE_SIZE."""
+    if longest_side <= NATIVE_MAX_SIDE:
+        return None
+    if thin_px is None:
+        return AUTO_IMAGE_SIZE
+    side = max(AUTO_IMAGE_SIZE, math.ceil(longest_side * MIN_THIN_VOXELS / max(thin_px, 1e-6)))
+    return None if side >= longest_side else int(side)
 
 
 def cpu_batch_size(patch: list[int] | tuple[int, ...]) -> int:
@@ -282,6 +296,9 @@ def lowres_spacing(fp: Fingerprint, spacing: list[float], patch_voxels: float) -
     scale = float(np.prod(np.asarray(fp.median_spacing()) / np.asarray(spacing)))
     smallest = min((c["median_component_voxels"] * scale for c in stats), default=0.0)
     allowed = (smallest / MIN_STRUCTURE_VOXELS) ** (1 / 3) if smallest > 0 else 1.0
+    thin = fp.thinnest_mm()
+    if thin is not None:  # the thinnest labelled parts keep MIN_THIN_VOXELS across
+        allowed = min(allowed, thin / (MIN_THIN_VOXELS * min(spacing)))
     factor = float(min(needed, max(1.0, allowed)))
     if factor <= 1.05:
         return spacing, 1.0
