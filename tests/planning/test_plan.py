@@ -1,6 +1,6 @@
-"""Fingerprint -> plan, and the plan's robustness to odd data (issue 4).
+"""medseg.planning.fingerprint and .plan: fingerprint -> plan, and the plan's robustness to odd data.
 
-Odd datasets are written as real NIfTI files with SimpleITK: very anisotropic spacing, three
+Odd datasets are written as real NIfTI files (helpers.write_volume): very anisotropic spacing, three
 cases, a class absent from some cases, and a single huge case. Each is planned and trained for a
 couple of steps through the public API, so the plan is shown to produce a network that runs.
 """
@@ -15,26 +15,21 @@ import SimpleITK as sitk
 import torch
 
 import medseg
+from helpers import write_volume
 from medseg.cli import main
-from medseg.planning import compute_fingerprint
 from medseg.errors import MedsegInputError
-from medseg.planning import (MIN_FEATURE_SIZE, PLAN_KEYS, Budget, apply_overrides, divisors, format_plan, make_plan,
-                         plan_dataset, pooling_plan, read_plan, train_settings, write_plan)
+from medseg.planning import (PLAN_KEYS, Budget, apply_overrides, compute_fingerprint, divisors, format_plan, make_plan,
+                             plan_dataset, read_plan, train_settings, write_plan)
 
 QUICK = dict(epochs=1, iterations_per_epoch=2)
 
 
-def write_volume_dataset(root: Path, cases: list[tuple[np.ndarray, np.ndarray]], spacing_xyz: tuple[float, ...],
+def write_volume_dataset(root: Path, cases: list[tuple[np.ndarray, np.ndarray]], spacing_zyx: tuple[float, ...],
                          modality: str = "MRI", labels: dict | None = None) -> Path:
     """An nnU-Net v2 dataset of real .nii.gz files from (image, label) arrays shaped (z, y, x)."""
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir(parents=True)
     for i, (image, label) in enumerate(cases):
-        for array, path in ((image.astype(np.float32), root / "imagesTr" / f"case_{i:03d}_0000.nii.gz"),
-                            (label.astype(np.uint8), root / "labelsTr" / f"case_{i:03d}.nii.gz")):
-            itk = sitk.GetImageFromArray(array)
-            itk.SetSpacing(spacing_xyz)
-            sitk.WriteImage(itk, str(path))
+        write_volume(root / "imagesTr" / f"case_{i:03d}_0000.nii.gz", image, spacing_zyx, dtype=np.float32)
+        write_volume(root / "labelsTr" / f"case_{i:03d}.nii.gz", label, spacing_zyx, dtype=np.uint8)
     labels = labels or {"background": 0, "organ": 1}
     (root / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": modality}, "labels": labels, "numTraining": len(cases), "file_ending": ".nii.gz"}))
@@ -53,22 +48,6 @@ def blob_case(shape: tuple[int, ...], rng: np.random.Generator, classes: int = 1
         label[inside] = k
     image = rng.normal(0, 1, shape) + 3.0 * label + 10
     return image, label
-
-
-# ------------------------------------------------------------------------------ rules
-def test_pooling_rule_keeps_coarse_axis_until_spacing_catches_up():
-    strides, kernels = pooling_plan([20, 160, 160], [5.0, 0.7, 0.7], max_poolings=4, min_feature=4)
-    # 0.7 mm axes are pooled first; the 5 mm axis only once the others are within 2x of it
-    assert strides[0] == [1, 2, 2] and strides[1] == [1, 2, 2]
-    assert kernels[0] == [1, 3, 3]
-    assert any(s[0] == 2 for s in strides[2:])
-    assert kernels[-1] == [3, 3, 3]
-    assert divisors(strides, 3)[1] == 2 ** len(strides)
-
-
-def test_pooling_rule_stops_at_min_feature_size():
-    strides, _ = pooling_plan([36, 50, 35], [1, 1, 1], max_poolings=5, min_feature=MIN_FEATURE_SIZE[3])
-    assert len(strides) == 3  # 36 -> 4.5 after three halvings; a fourth would leave 2
 
 
 # ------------------------------------------------------------------------------ real datasets
@@ -133,7 +112,7 @@ def test_budget_shapes_the_plan(hippo_small):
 def test_very_anisotropic_volumes_plan_and_train(tmp_path):
     rng = np.random.default_rng(0)
     cases = [blob_case((8, 48, 48), rng) for _ in range(3)]
-    data = write_volume_dataset(tmp_path / "aniso", cases, (0.7, 0.7, 5.0))
+    data = write_volume_dataset(tmp_path / "aniso", cases, (5.0, 0.7, 0.7))
     plan = plan_dataset(data, Budget("cpu", minutes=20), progress=False)
     assert plan["fingerprint"]["anisotropy"] > 7
     assert plan["strides"][0] == [1, 2, 2] and plan["kernels"][0] == [1, 3, 3]
