@@ -1,4 +1,4 @@
-"""CT-like phantom volumes for the prediction-memory benchmark: int16 Hounsfield units, a body in air.
+"""CT-like phantom volumes for the memory suite (`benchmarks/suites/memory.py`): int16 HU, a body in air.
 
 A real CT is mostly air (-1000 HU) around an elliptical body (soft tissue ~40 HU with a fat
 rim), organs of slightly different density and bone (spine and ribs, 300-1000 HU). The
