@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -22,7 +24,7 @@ from ..io import write_mask
 from ..io.dataset import read_case
 from ..io.labels import LabelMapping
 from ..io.layout import InputCase, describe_dataset
-from ..io.registry import case_stem, read_mask
+from ..io.registry import case_stem, match_suffix, read_mask
 from ..report.run_report import (METRICS_CSV, SUMMARY_JSON, VALIDATION_DIR, VALIDATION_INFO, write_json,
                                  write_run_report)
 from ..runs import fold_runs, read_run_info, run_label_suffix
@@ -61,11 +63,6 @@ def ensure_validation(run_dir: str | os.PathLike, *, device: str = "auto", check
         raise MedsegInputError(data, f"{len(gone)} validation case(s) of {run} are not in this dataset "
                                      f"(or have no label): {', '.join(gone[:10])}")
     val_pairs = [by_id[c] for c in val_ids]
-    label_dirs = {p.label.parent for p in val_pairs}
-    renamed = [p.label for p in val_pairs if case_stem(p.label) != p.case_id]
-    if len(label_dirs) != 1 or renamed:
-        raise MedsegInputError(data, "validation labels must sit in one folder named by case id "
-                                     f"(found {len(label_dirs)} folder(s); e.g. {renamed[:1]})")
 
     start = time.perf_counter()
     targets = {p.case_id: out / f"{p.case_id}{output_suffix(InputCase(p.case_id, p.image_files), None)}"
@@ -87,13 +84,31 @@ def ensure_validation(run_dir: str | os.PathLike, *, device: str = "auto", check
 
     start = time.perf_counter()
     tmp_csv, tmp_json = out / (METRICS_CSV + ".tmp"), out / (SUMMARY_JSON + ".tmp")
-    evaluate(out, label_dirs.pop(), cases=val_ids, mapping=info.get("label_mapping"),
-             class_names=info.get("class_names"), csv_path=tmp_csv, json_path=tmp_json)
+    with tempfile.TemporaryDirectory(prefix="medseg-references-") as links:
+        evaluate(out, reference_folder(val_pairs, Path(links)), cases=val_ids, mapping=info.get("label_mapping"),
+                 class_names=info.get("class_names"), csv_path=tmp_csv, json_path=tmp_json)
     os.replace(tmp_csv, out / METRICS_CSV)  # written last: their presence means "complete"
     os.replace(tmp_json, out / SUMMARY_JSON)
     record["evaluate_s"] = round(time.perf_counter() - start, 2)
     write_json(out / VALIDATION_INFO, record)
     return out
+
+
+def reference_folder(pairs: list, links: Path) -> Path:
+    """A folder holding the cases' reference masks named by case id, as `evaluate` matches them:
+    their own folder when it is one and already named so (images/ + labels/ layouts), else
+    `links` filled with links to them (masks beside their images, named with a suffix, or in
+    per-patient folders). The user's files are only read."""
+    folders = {p.label.parent for p in pairs}
+    if len(folders) == 1 and all(case_stem(p.label) == p.case_id for p in pairs):
+        return folders.pop()
+    for pair in pairs:
+        target = links / f"{pair.case_id}{match_suffix(pair.label)}"
+        try:
+            target.symlink_to(pair.label.resolve())
+        except OSError:  # no symlinks here (some filesystems): a copy, in the temporary folder only
+            shutil.copyfile(pair.label, target)
+    return links
 
 
 def _validation_cases(run: Path):
