@@ -1,5 +1,6 @@
-"""The moving average of the weights (`TrainConfig.ema`): its arithmetic, what checkpoints hold,
-and that a crashed run with an average resumes to the same weights as an uninterrupted one."""
+"""medseg.training.ema: the moving average of the weights (`TrainConfig.ema`), its arithmetic, what
+checkpoints hold, and that a crashed run with an average resumes to the same weights as an
+uninterrupted one."""
 from __future__ import annotations
 
 import sys

@@ -60,7 +60,8 @@ def test_conv_model_trains_in_2d(model, phantoms_2d, tmp_path):
 @pytest.mark.parametrize("model", CONV_MODELS)
 def test_conv_model_trains_in_3d(model, hippo_4, tmp_path):
     if model == "unet-classic":
-        pytest.skip("the 64-1024-channel 3D U-Net costs ~60 s per step here; its forward is checked in test_nets")
+        pytest.skip("the 64-1024-channel 3D U-Net costs ~60 s per step here; "
+                    "its forward is checked in tests/nets/test_registry.py")
     _train_few_steps(hippo_4, tmp_path / "run", model, (32, 32, 32))
 
 

@@ -1,5 +1,6 @@
-"""Validation is capped to a share of the training time (`TrainConfig.val_share`), but the first
-and the last epoch always validate, so a run has a learning curve and a best checkpoint."""
+"""medseg.training.schedule: validation is capped to a share of the training time
+(`TrainConfig.val_share`), but the first and the last epoch always validate, so a run has a
+learning curve and a best checkpoint."""
 from __future__ import annotations
 
 import csv
