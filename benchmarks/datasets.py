@@ -12,11 +12,10 @@ written) in a layout `medseg.train` reads, plus the held-out images and their re
 
 CHASE_DB1 (a flat folder: ``Image_NNX.jpg`` beside ``Image_NNX_1stHO.png`` and ``_2ndHO.png``)
 and LGG (``PATIENT_N.tif`` beside ``PATIENT_N_mask.tif``, one folder per patient): medseg's reader
-takes both as published (`medseg.io.side_by_side`), but the work after training (predicting the
-validation cases, `medseg.training.finish`) still demands masks named by case id in one folder.
-So by default their training part is laid out as ``images/`` + ``labels/`` symlinks named by case
-id; ``published=True`` keeps the published names and folders instead (symlinks too), to check the
-whole path once `finish` reads them. Held-out images always go to a plain folder.
+takes both as published (`medseg.io.side_by_side`). ``published=True`` (the generalisation suite's
+default) keeps the published names and folders for their training part (symlinks); otherwise it is
+laid out as ``images/`` + ``labels/`` symlinks named by case id. Held-out images always go to a
+plain folder.
 
 Scoring reads the written masks and the references with numpy, PIL, tifffile and nibabel only
 (independent of `medseg.evaluation`): Dice per class per case, averaged over cases (both masks
@@ -125,8 +124,7 @@ def make_split(name: str, data: Path, work: Path, *, train_limit: int | None = N
         published = published and name in ("chase", "lgg")
         split = _folders_split(name, src, work, cases, held, published)
         how = ("from its layout as published (symlinks)" if published else
-               "from images/ + labels/ symlinks named by case id: medseg reads the published layout, but "
-               "its validation step after training still needs masks named by case id")
+               "from images/ + labels/ symlinks named by case id")
         if name == "chase":
             split.observer2 = {c: src / f"{c}_2ndHO.png" for c in split.references}
             split.notes.append(f"CHASE_DB1 (first observer's masks) trains {how}")

@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "(default: all; --quick: chase,lgg)")
     parser.add_argument("--minutes", type=float, default=15.0, help="CPU training budget per set (default 15)")
     parser.add_argument("--work", type=Path, help="folder for splits, runs and masks (default: temporary)")
-    parser.add_argument("--published-layout", action="store_true",
-                        help="train CHASE_DB1 and LGG from their published layout (benchmarks/datasets.py)")
+    parser.add_argument("--renamed-layout", action="store_true",
+                        help="train CHASE_DB1 and LGG from images/ + labels/ links named by case id instead of "
+                             "their layout as published (benchmarks/datasets.py)")
 
 
 def run(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> tuple[dict, dict]:
         for name in sets:
             print(f"== generalisation {name}: {args.minutes:g} CPU minutes, defaults", flush=True)
             row, _ = train_predict_score(name, args.data, base / name, {"minutes": args.minutes, "device": "cpu"},
-                                         quick=args.quick, mirror_3d=False, published=args.published_layout)
+                                         quick=args.quick, mirror_3d=False, published=not args.renamed_layout)
             row.update(set=name, minutes=args.minutes, reference=REFERENCES[name][0],
                        reference_source=REFERENCES[name][1])
             rows[name] = row
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> tuple[dict, dict]:
         if args.work is None:
             shutil.rmtree(base, ignore_errors=True)
     settings = {"sets": sets, "minutes": args.minutes, "device": "cpu", "options": "none (defaults only)",
-                "published_layout": args.published_layout,
+                "published_layout": not args.renamed_layout,
                 "data": "../shared/data (--data)", "protocols": {s: PROTOCOLS[s] for s in sets}}
     return settings, {"rows": rows}
 

@@ -3,7 +3,7 @@ survives reading and resampling and counts in no loss, no patch choice and no me
 
 Real data: MSD Hippocampus labels with 80 % of the axial slices (SimpleITK array axis 0, z)
 set to 255 (`medseg.data.sparse.write_sparse_msd`). The reported Dice comes from
-`benchmarks/sparse_labels.py` (BENCHMARKS.md).
+`python -m benchmarks run accuracy --sets hippocampus --sparse-every 5` (BENCHMARKS.md).
 """
 from __future__ import annotations
 
