@@ -1,23 +1,19 @@
-"""medseg.evaluate: folder of predictions vs folder of references."""
+"""medseg.evaluation.evaluate: a folder of predictions against a folder of references."""
 from __future__ import annotations
 
 import csv
 import json
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import real_dataset, write_volume
 from medseg.errors import MedsegInputError
-
-from medseg.evaluation import EvaluationResult, evaluate  # noqa: E402
-from medseg.io.labels import LabelMapping  # noqa: E402
-
-from helpers import real_dataset
+from medseg.evaluation import EvaluationResult, evaluate
+from medseg.io.labels import LabelMapping
 
 
 def write(path: Path, array) -> Path:
@@ -184,15 +180,6 @@ def test_real_data_isbi_against_itself_and_kvasir_subset(tmp_path):
     assert result.summary[1]["dice"]["mean"] == 1.0
 
 
-def _write_nifti(path: Path, array: np.ndarray, spacing_zyx: tuple[float, float, float]) -> None:
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(array.astype(np.uint8))
-    image.SetSpacing(tuple(reversed(spacing_zyx)))  # ITK order is (x, y, z)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(path))
-
-
 def test_volumes_use_header_spacing_cases_subset_and_empty_rows(tmp_path):
     """3D NIfTI with anisotropic spacing: distances in mm from the headers, the `cases` subset,
     and the missed / spurious / absent rows as documented (never NaN, counted in the summary)."""
@@ -214,9 +201,9 @@ def test_volumes_use_header_spacing_cases_subset_and_empty_rows(tmp_path):
         "not_evaluated": (ref, pred),
     }
     for name, (r, p) in cases.items():
-        _write_nifti(labels / f"{name}.nii.gz", r, spacing)
+        write_volume(labels / f"{name}.nii.gz", r, spacing, dtype=np.uint8)
         if name != "not_evaluated":
-            _write_nifti(preds / f"{name}.nii.gz", p, spacing)
+            write_volume(preds / f"{name}.nii.gz", p, spacing, dtype=np.uint8)
     result = evaluate(preds, tmp_path, cases=["good", "missed", "spurious", "absent"], num_classes=3,
                       csv_path=tmp_path / "m.csv", json_path=tmp_path / "s.json", tolerance=2.0)
     rows = {(r["case"], r["class"]): r for r in result.rows}

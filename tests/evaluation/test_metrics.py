@@ -1,4 +1,4 @@
-"""Tests for medseg.metrics: hand-computed cases, independent recomputation, MONAI oracle, conventions."""
+"""medseg.evaluation.metrics: hand-computed cases, independent recomputation, MONAI oracle, conventions."""
 from __future__ import annotations
 
 import time

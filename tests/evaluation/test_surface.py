@@ -1,4 +1,4 @@
-"""medseg.surface and metrics.case_metrics against MONAI (the oracle) and hand-computed cases.
+"""medseg.evaluation.surface and metrics.case_metrics against MONAI (the oracle) and hand-computed cases.
 
 MONAI: compute_hausdorff_distance(percentile=95), compute_average_surface_distance(symmetric),
 compute_surface_dice(class_thresholds) and compute_dice on one-hot (B, C, ...) tensors with the
