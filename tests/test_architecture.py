@@ -29,8 +29,9 @@ FLOORS = [
 OPTIONAL = {"monai", "onnx", "onnxruntime", "einops", "highdicom", "fastapi", "uvicorn", "matplotlib",
             "torch.utils.tensorboard", "tensorboard", "pydicom", "playwright", "SimpleITK", "nibabel",
             "torch._dynamo", "torch.nn.parallel"}  # the last two: slow to import, needed by few runs
-# medseg modules that may import medseg lazily, and why: the CLI answers --help before torch loads.
-LAZY_MEDSEG = {"medseg.cli"}
+# medseg modules that may import medseg lazily, and why: the CLI answers --help before torch loads,
+# and so must the package it lives in (its face imports `medseg.api` on first use).
+LAZY_MEDSEG = {"medseg.cli", "medseg"}
 MAX_LINES = 400
 MAX_LINES_LOOP = 300  # the training loop's file
 
@@ -149,10 +150,15 @@ def test_files_stay_small():
 
 
 def test_package_faces_only_reexport():
-    """`__init__.py` files hold imports, __all__, a docstring and at most the version: no logic."""
+    """`__init__.py` files hold imports, __all__, a docstring and at most the version: no logic.
+    The package's own face may also re-export lazily (`TYPE_CHECKING` imports and a module
+    `__getattr__`), so that `medseg --help` does not load torch."""
     for path in SRC.rglob("__init__.py"):
         tree = ast.parse(path.read_text())
         for node in tree.body:
+            if path.parent == SRC and (isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+                                       or isinstance(node, ast.FunctionDef) and node.name == "__getattr__"):
+                continue
             allowed = (ast.Import, ast.ImportFrom, ast.Expr, ast.Assign)
             assert isinstance(node, allowed), f"{path}: line {node.lineno} is more than a re-export"
             if isinstance(node, ast.Assign):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 from . import distributed
@@ -11,6 +12,7 @@ from .evaluation import evaluate
 from .inference import Predictor, predict
 from .inference.onnx_backend import export_onnx
 from .io.convert import convert_brats
+from .locks import output_lock
 from .nets import models_table
 from .planning import Budget, format_plan, plan_dataset, write_plan
 from .report.run_report import write_run_report
@@ -40,11 +42,13 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
     if (fold is not None or folds is not None) and distributed.world_size() > 1:
         raise ValueError("cross-validation (--fold/--folds) runs in one process for now; under torchrun "
                          "train a fold's split as a single run, or drop torchrun")
-    if fold is not None or folds is not None:
-        return train_folds(data, out, folds=folds if folds is not None else [fold], resume=resume, plan=plan,
-                           memory_gb=memory_gb, finish=finish, **options)
-    return train_single(data, out, options, resume=resume, plan=plan, memory_gb=memory_gb, split=split,
-                        finish=finish)
+    # one process at a time writes a run folder (under torchrun: rank 0 holds it for the group)
+    with output_lock(out, "run folder (--out)") if distributed.is_main() else nullcontext():
+        if fold is not None or folds is not None:
+            return train_folds(data, out, folds=folds if folds is not None else [fold], resume=resume, plan=plan,
+                               memory_gb=memory_gb, finish=finish, **options)
+        return train_single(data, out, options, resume=resume, plan=plan, memory_gb=memory_gb, split=split,
+                            finish=finish)
 
 
 def report(run: str | os.PathLike, out: str | os.PathLike | None = None, *, device: str = "auto") -> Path:

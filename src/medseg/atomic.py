@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 from .errors import MedsegInputError, MedsegOutputError
 
-__all__ = ["atomic_path", "write_bytes", "write_text", "temporary_name", "write_problem"]
+__all__ = ["atomic_path", "check_writable", "write_bytes", "write_text", "temporary_name", "write_problem"]
 
 LOW_SPACE_BYTES = 64 * 1024  # below this much free space a failed write is put down to a full disk
 
@@ -139,3 +139,17 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 `text` to `path` atomically (see `atomic_path`); returns the path."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail now, before any long work, when `path` could not be written (read-only folder or file
+    system, a file where a folder should be, a full disk): creates and removes an empty
+    temporary file beside it. Raises `MedsegOutputError`."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(b"")
+        tmp.unlink()
+    except OSError as exc:
+        raise MedsegOutputError(path, write_problem(exc, path.parent)) from exc

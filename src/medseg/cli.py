@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from .errors import MedsegInputError
+from .errors import MedsegInputError, MedsegOutputError
 
 EPILOG = """\
 typical use:
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="medseg", description="Medical image segmentation: train a U-Net on labelled images, "
         "predict new ones, evaluate and draw the results.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error "
+                        "(also MEDSEG_DEBUG=1); without it, an error is one line naming the file")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("train", help="train a model on a labelled dataset",
@@ -133,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "CPU); default: on a CPU once the windows still ahead repay the compilation (folders, big volumes)")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay pictures")
     p.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
+    p.add_argument("--keep-going", action="store_true", help="skip inputs that cannot be read or do not fit the "
+                   "model, predict the others and list the skipped ones at the end (exit code 2); without it, "
+                   "every input is checked first and a bad one stops the command before any mask is written")
     p.add_argument("--format", dest="output_format", help="mask file type, e.g. .nii.gz, .nrrd, .mha, .png "
                    "(default: the input's)")
     p.add_argument("--folds", type=_int_tuple, help="cross-validation folder: ensemble only these folds, e.g. 0,1 "
@@ -172,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-label", dest="ignore_label", type=float, metavar="VALUE",
                    help="reference value meaning 'not annotated' (sparse labels): such voxels count in no metric")
     p.add_argument("--no-lesions", action="store_true", help="skip lesion-wise detection")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation.csv/.json")
+    p.add_argument("--accept-spacing", action="store_true", help="score 3D predictions whose voxel spacing differs "
+                   "from the reference's (on the reference's spacing, with a warning) instead of refusing them")
 
     p = sub.add_parser("report", help="write the HTML report of a training run",
                        description="One self-contained HTML file (opens offline): learning curves, validation "
@@ -205,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dims", type=int, choices=[2, 3], help="2D or 3D models (default: from --patch, else 3)")
     p.add_argument("--in-channels", type=int, default=1, help="input channels (default 1)")
     p.add_argument("--classes", type=int, default=2, help="classes including background (default 2)")
+    for command in sub.choices.values():  # --debug after the command word too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -265,6 +276,19 @@ def _train_options(args: argparse.Namespace) -> dict:
     return options
 
 
+# What a user can cause: one line naming the file, exit code 2 (a traceback only with --debug).
+USER_ERRORS = (MedsegInputError, OSError, ValueError, RuntimeError)
+
+
+def error_line(exc: BaseException) -> str:
+    """An error as one line that names the file: an OSError from the system ("[Errno 13]
+    Permission denied: 'x'") becomes "x: permission denied"."""
+    if isinstance(exc, OSError) and not isinstance(exc, MedsegOutputError) and exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror[0].lower()}{exc.strerror[1:]}"
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import api  # heavy imports (torch) only after argument parsing, so --help is instant
@@ -287,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                                   folds=list(args.folds) if args.folds else None,
                                   postprocess=not args.no_postprocess, backend=args.backend,
                                   skip_empty=args.skip_empty,
-                                  compile="auto" if args.compile is None else args.compile)
+                                  compile="auto" if args.compile is None else args.compile,
+                                  keep_going=args.keep_going)
             print(f"{len(written)} mask(s) written to {args.out}")
         elif args.command == "export":
             print(f"ONNX model written to {api.export_onnx(args.run, args.out, checkpoint=args.checkpoint)}")
@@ -297,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                                   json_path=args.json or args.pred / "evaluation.json",
                                   tolerance=args.tolerance, spacing=args.spacing,
                                   distances=not args.no_distances, lesions=not args.no_lesions,
-                                  ignore_label=args.ignore_label)
+                                  ignore_label=args.ignore_label, overwrite=args.overwrite,
+                                  check_spacing=not args.accept_spacing)
             print(result.table())
             print(f"per-case rows: {args.csv or args.pred / 'evaluation.csv'}; summary: {args.json or args.pred / 'evaluation.json'}")
         elif args.command == "report":
@@ -310,12 +336,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {report}")
         elif args.command == "models":
             print(api.models_table(args.patch, args.dims, args.in_channels, args.classes))
-    except (MedsegInputError, FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"medseg {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted; a training run can continue with --resume", file=sys.stderr)
         return 130
+    except USER_ERRORS as exc:  # bad input, a file that cannot be written, a refused option
+        if args.debug or os.environ.get("MEDSEG_DEBUG") == "1":
+            raise
+        print(f"medseg {args.command}: error: {error_line(exc)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -41,6 +41,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..atomic import check_writable
 from ..errors import MedsegInputError
 from ..io.dataset import LABEL_DIR_NAMES, natural_key
 from ..io.labels import IGNORE_INDEX, LabelMapping, infer_label_mapping
@@ -155,6 +156,19 @@ def _case_spacing(spacing: Sequence[float] | None, ref_path: Path, ndim: int) ->
     return values
 
 
+def _compare_spacing(pred_path: Path, ref_path: Path, ref_spacing: tuple[float, ...], refuse: bool) -> None:
+    """A prediction must lie on its reference's voxel grid: the same shape is not enough."""
+    pred_spacing = tuple(float(v) for v in (read_image_header(pred_path).get("spacing") or ref_spacing))
+    if len(pred_spacing) == len(ref_spacing) and np.allclose(pred_spacing, ref_spacing, rtol=1e-3, atol=1e-6):
+        return
+    problem = (f"voxel spacing {'x'.join(f'{v:g}' for v in pred_spacing)} mm differs from the reference's "
+               f"{'x'.join(f'{v:g}' for v in ref_spacing)} mm ({ref_path})")
+    if refuse:
+        raise MedsegInputError(pred_path, problem + "; distances and volumes would be wrong. Resample the "
+                               "prediction, or pass --accept-spacing to score it on the reference's spacing")
+    warnings.warn(f"{pred_path}: {problem}; scored on the reference's spacing", stacklevel=3)
+
+
 def _stats(values: list[float]) -> dict:
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
@@ -185,6 +199,8 @@ def evaluate(
     distances: bool = True,
     lesions: bool = True,
     ignore_label: float | None = None,
+    overwrite: bool = True,
+    check_spacing: bool = True,
 ) -> EvaluationResult:
     """Score every reference mask against the prediction with the same stem.
 
@@ -200,6 +216,10 @@ def evaluate(
     distances / lesions: switch off the surface-distance / lesion-wise metrics (faster).
     ignore_label: reference value meaning "not annotated" (sparse labels; a run's mapping carries
                  it): those voxels count in no metric (`medseg.evaluation.metrics.case_metrics`).
+    overwrite:   False refuses a csv_path / json_path that already exists (an earlier evaluation).
+    check_spacing: refuse a 3D prediction whose header spacing differs from its reference's (a
+                 mask on another grid scores wrong distances and volumes); False only warns.
+    Output files are checked for writability before any case is scored.
     """
 
     pred_root, ref_root = Path(pred_dir), Path(label_dir)
@@ -208,6 +228,11 @@ def evaluate(
     if not pred_root.is_dir():
         raise MedsegInputError(pred_root, "predictions must be a folder of masks")
     ref_folder = _mask_folder(ref_root, "reference")
+    for out in (p for p in (csv_path, json_path) if p is not None):
+        if not overwrite and Path(out).exists():
+            raise FileExistsError(f"{out}: an earlier evaluation is there; use --overwrite to replace it or "
+                                  "--csv/--json to write elsewhere (nothing was overwritten)")
+        check_writable(out)
     refs = _masks_by_stem(ref_folder, "reference")
     preds = _masks_by_stem(pred_root, "predicted")
 
@@ -267,6 +292,8 @@ def evaluate(
             if arr.size and int(arr.max()) >= num_classes:
                 raise MedsegInputError(path, f"{role} holds class {int(arr.max())}, but num_classes={num_classes}")
         case_spacing = _case_spacing(spacing, ref_path, ref.ndim)
+        if spacing is None and ref.ndim == 3:
+            _compare_spacing(pred_path, ref_path, case_spacing, check_spacing)
         spacings.add(case_spacing)
         scores = case_metrics(pred, ref, num_classes, case_spacing, tolerance=tolerance, percentile=percentile,
                               distances=distances, lesions=lesions, ignore_index=ref_mapping.ignore_index)

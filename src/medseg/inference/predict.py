@@ -13,10 +13,11 @@ from tqdm.auto import tqdm
 
 from ..case import Case
 from ..errors import MedsegInputError
+from ..locks import output_lock
 from ..io import write_mask
 from ..io.dataset import read_image_channels
 from ..io.layout import InputCase, prediction_inputs
-from ..io.registry import MASK_WRITE_SUFFIXES, match_suffix
+from ..io.registry import MASK_WRITE_SUFFIXES, match_suffix, read_image_header
 from ..io.dicom import read_dicom_series
 from ..report.overlay import save_overlay
 from .predictor import Predictor
@@ -48,11 +49,45 @@ def output_suffix(item: InputCase, output_format: str | None) -> str:
     return ".png" if suffix in (".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".png") else ".nii.gz"
 
 
+def check_input(item: InputCase, channels: int, spatial_dims: int) -> None:
+    """Check a case to predict before anything is written: its headers (as many channels as the
+    model takes; 2D for a 2D model, 3D for a 3D one), then its pixels (a file cut short after a
+    good header, NaN). Raises `MedsegInputError`. Reading twice costs little next to the network."""
+    if item.dicom:
+        if spatial_dims != 3:
+            raise MedsegInputError(item.source, f"is a DICOM series (a 3D volume) but the model segments "
+                                   f"{spatial_dims}D images")
+        read_input_case(item, channels)
+        return
+    total = 0
+    for f in item.files:
+        header = read_image_header(f)
+        size = tuple(header["size"])
+        if len(size) != spatial_dims:
+            kind = {2: "a 2D image", 3: "a 3D volume"}.get(len(size), f"{len(size)}D")
+            raise MedsegInputError(f, f"is {kind} ({'x'.join(map(str, size))}) but the model segments "
+                                   f"{spatial_dims}D {'images' if spatial_dims == 2 else 'volumes'}")
+        total += int(header.get("channels", 1))
+    if total != channels:
+        raise MedsegInputError(item.source, f"has {total} channel(s) but the model was trained on {channels}")
+    read_input_case(item, channels)
+
+
+class InputsSkipped(MedsegInputError):
+    """`predict(keep_going=True)` did every case it could; these inputs failed (path, problem)."""
+
+    def __init__(self, inputs: Path, failures: list[MedsegInputError], total: int) -> None:
+        self.failures = failures
+        listing = "".join(f"\n  {err}" for err in failures)
+        super().__init__(inputs, f"{len(failures)} of {total} input(s) could not be predicted (the others' masks "
+                         f"are written):{listing}")
+
+
 def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.PathLike, *,
             device: str = "auto", checkpoint: str = "best", overlap: float = 0.5, mirror: bool | str = "auto",
             overlays: bool = True, overwrite: bool = False, output_format: str | None = None,
             folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch",
-            skip_empty: bool = False, compile: bool | str = "auto") -> list[Path]:
+            skip_empty: bool = False, compile: bool | str = "auto", keep_going: bool = False) -> list[Path]:
     """Segment an image or volume file, a DICOM series folder, or a folder of them; returns the
     written mask paths.
 
@@ -63,12 +98,29 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
     `compile`: "auto" switches the windows to `torch.compile` on a CPU once the windows still
     ahead (this case's, and as many for every case to come) would repay the compilation
     (`CompilingNetwork`); True compiles at once; False never.
+
+    Every input is checked from its headers (`check_input`) before the first mask is written,
+    and OUT is held exclusively (`medseg.locks`). A bad input stops the command before any
+    write, unless `keep_going`: then the bad inputs are skipped, the rest predicted, and
+    `InputsSkipped` lists the failures at the end.
     """
     predictor = Predictor(run, checkpoint=checkpoint, device=device, overlap=overlap, mirror=mirror,
                           folds=folds, postprocess=postprocess, backend=backend, skip_empty=skip_empty,
                           compile=compile)
     items = prediction_inputs(inputs, predictor.in_channels, predictor.dataset.channel_names)
     out = Path(out)
+    failures: list[MedsegInputError] = []
+    dims = predictor.members[0].spatial_dims
+    for item in list(items):
+        try:
+            check_input(item, predictor.in_channels, dims)
+        except MedsegInputError as err:
+            failures.append(err)
+            items.remove(item)
+    if failures and not keep_going:
+        more = f" (and {len(failures) - 1} more bad input(s); --keep-going predicts the others)" if len(failures) > 1 else ""
+        raise MedsegInputError(failures[0].path, failures[0].problem + more)
+    total = len(items) + len(failures)
     targets = [out / f"{item.case_id}{output_suffix(item, output_format)}" for item in items]
     if len(set(targets)) != len(targets):
         dup = sorted({t.name for t in targets if targets.count(t) > 1})
@@ -77,18 +129,28 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
     for target in targets:
         if target.resolve() in resolved_inputs:
             raise MedsegInputError(target, "is an input image; choose an --out folder that is not the input folder")
-    if not overwrite:
-        existing = [t for t in targets if t.exists()]
-        if existing:
-            raise FileExistsError(f"{existing[0]}: already exists ({len(existing)} of the masks to write do); "
-                                  "use --overwrite to replace them or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    for index, (item, target) in enumerate(tqdm(list(zip(items, targets)), desc="predicting", unit="case",
-                                                 disable=None)):
-        predictor.cases_ahead = len(items) - index - 1
-        case = read_input_case(item, predictor.in_channels)
-        mask = predictor.segment(case)
-        write_mask(target, mask, case.meta)
-        if overlays:
-            save_overlay(out / "overlays" / f"{item.case_id}.png", case.image, mask, spacing=case.spacing)
-    return targets
+    written: list[Path] = []
+    with output_lock(out, "--out folder of the masks"):
+        if not overwrite:
+            existing = [t for t in targets if t.exists()]
+            if existing:
+                raise FileExistsError(f"{existing[0]}: already exists ({len(existing)} of the masks to write do); "
+                                      "use --overwrite to replace them or choose another --out")
+        for index, (item, target) in enumerate(tqdm(list(zip(items, targets)), desc="predicting", unit="case",
+                                                     disable=None)):
+            predictor.cases_ahead = len(items) - index - 1
+            try:
+                case = read_input_case(item, predictor.in_channels)
+            except MedsegInputError as err:
+                if not keep_going:
+                    raise
+                failures.append(err)
+                continue
+            mask = predictor.segment(case)
+            write_mask(target, mask, case.meta)
+            written.append(target)
+            if overlays:
+                save_overlay(out / "overlays" / f"{item.case_id}.png", case.image, mask, spacing=case.spacing)
+    if failures:
+        raise InputsSkipped(Path(inputs), failures, total)
+    return written

@@ -222,6 +222,8 @@ def _header(pair: CasePair, expected_channels: int | None) -> dict:
     channels = sum(int(h.get("channels", 1)) for h in headers)
     if expected_channels is not None and channels != expected_channels:
         raise _channel_problem(pair, channels, expected_channels)
+    if max(first["size"], default=0) < 2:
+        raise MedsegInputError(pair.image, f"image is a single pixel ({_fmt_size(first['size'])}): nothing to segment")
     return {**first, "channels": channels}
 
 
@@ -243,6 +245,7 @@ def validate_dataset(pairs: Iterable[CasePair], mapping: LabelMapping | None = N
     if not pairs:
         raise MedsegInputError("(dataset)", "no cases to validate")
     problems: list[MedsegInputError] = []
+    first_of_dims: dict[int, Path] = {}  # one image per dimensionality: a dataset is 2D or 3D, not both
 
     def masks():
         bar = tqdm(pairs, desc="checking dataset", unit="case", disable=len(pairs) <= PROGRESS_MIN_FILES,
@@ -253,6 +256,14 @@ def validate_dataset(pairs: Iterable[CasePair], mapping: LabelMapping | None = N
             except MedsegInputError as e:
                 problems.append(e)
                 header = None
+            if header is not None:
+                dims = len(header["size"])
+                first_of_dims.setdefault(dims, pair.image)
+                if len(first_of_dims) > 1 and first_of_dims[dims] == pair.image:
+                    other = next(d for d in first_of_dims if d != dims)
+                    problems.append(MedsegInputError(pair.image, f"is {dims}D ({_fmt_size(header['size'])}) but "
+                                                     f"{first_of_dims[other]} is {other}D: a dataset holds 2D images "
+                                                     "or 3D volumes, not both"))
             if pair.label is None:
                 problems.append(MedsegInputError(pair.image, "has no mask"))
                 continue

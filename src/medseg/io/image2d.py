@@ -41,6 +41,7 @@ from PIL import Image, ImageChops
 
 from medseg.errors import MedsegInputError
 from medseg.io.registry import (
+    float32_array,
     register_header_reader,
     register_mask_reader,
     register_mask_writer,
@@ -230,7 +231,7 @@ def read_tiff_image(path: Path) -> tuple[np.ndarray, tuple[float, ...], dict]:
         a = cmap[:, a[0]]
     else:
         a = _drop_alpha(a, info)
-    array = np.ascontiguousarray(a, dtype=np.float32)
+    array = float32_array(a, path)
     meta = {"size": tuple(array.shape[1:]), "mode": info["photometric"], "format": "TIFF",
             "dtype": dtype, "axes": info["axes"]}
     return array, (1.0,) * (array.ndim - 1), meta

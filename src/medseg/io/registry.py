@@ -51,6 +51,7 @@ __all__ = [
     "case_stem",
     "is_image_file",
     "is_mask_file",
+    "float32_array",
     "read_image",
     "read_image_header",
     "read_mask",
@@ -181,13 +182,26 @@ def _call(func: Callable, path: Path, what: str, *args):
         raise MedsegInputError(path, f"cannot {what}: {type(e).__name__}: {e}") from e
 
 
+def float32_array(array: np.ndarray, path: Path) -> np.ndarray:
+    """`array` as contiguous float32, the type medseg computes in. Finite values beyond its range
+    (about ±3.4e38, e.g. in a float64 file) are refused rather than turned into infinities."""
+    array = np.asarray(array)
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4 and array.size:
+        finite = array[np.isfinite(array)]
+        largest = float(np.abs(finite).max()) if finite.size else 0.0
+        if largest > float(np.finfo(np.float32).max):
+            raise MedsegInputError(path, f"holds values up to {largest:.3g}, beyond the float32 range (±3.4e38) "
+                                   "medseg computes in; rescale the image")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...], dict]:
     """Read an image file: ``(array (C, *spatial) float32, spacing per spatial axis, meta)``."""
     path = Path(path)
     reader = _lookup(path, _IMAGE_READERS, "image", IMAGE_SUFFIXES)
     _check_exists(path)
     array, spacing, meta = _call(reader, path, "read image")
-    array = np.asarray(array, dtype=np.float32)
+    array = float32_array(array, path)
     if array.ndim < 3:
         raise MedsegInputError(path, f"reader returned shape {array.shape}, expected (channels, *spatial)")
     spacing = tuple(float(s) for s in spacing) if spacing else (1.0,) * (array.ndim - 1)

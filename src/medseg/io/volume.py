@@ -21,6 +21,7 @@ import SimpleITK as sitk
 
 from medseg.errors import MedsegInputError
 from medseg.io.registry import (
+    float32_array,
     match_suffix,
     register_header_reader,
     register_mask_reader,
@@ -115,7 +116,7 @@ def _image_result(img: sitk.Image, path: Path, fmt: str, extra: dict | None = No
     size, channels = _layout(path, dim, img.GetSize(), img.GetNumberOfComponentsPerPixel())
     geometry = _geometry(dim, img.GetSpacing(), img.GetOrigin(), img.GetDirection())
     raw = _to_channels_first(img)
-    array = np.ascontiguousarray(raw, dtype=np.float32)
+    array = float32_array(raw, path)
     spacing = tuple(reversed(geometry["spacing"]))
     meta = {"size": size, "geometry": geometry, "format": fmt, "channels": channels, "dtype": raw.dtype.name}
     if extra:
@@ -142,19 +143,20 @@ def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, ...], dict]:
     img = _itk_call(path, "read image", reader.Execute)
     suffix = match_suffix(path, VOLUME_SUFFIXES) or path.suffix.lower()
     if suffix in (".nii", ".nii.gz") and "float" in sitk.GetPixelIDValueAsString(reader.GetPixelID()):
-        _check_nifti_finite(path)
+        _check_nifti_finite(path, "fix or mask them before training")
     return _image_result(img, path, suffix)
 
 
-def _check_nifti_finite(path: Path) -> None:
+def _check_nifti_finite(path: Path, advice: str) -> None:
     """ITK's NIfTI reader turns NaN voxels into 0 without a word; read the stored values with
-    nibabel so a scan with NaN or infinite intensities is refused instead of silently altered."""
+    nibabel so a scan (or a mask: NaN is not background) with NaN or infinite values is refused
+    instead of silently altered."""
     import nibabel
 
     data = np.asanyarray(nibabel.load(str(path)).dataobj)
     bad = data.size - int(np.count_nonzero(np.isfinite(data)))
     if bad:
-        raise MedsegInputError(path, f"holds {bad} NaN or infinite voxel value(s); fix or mask them before training")
+        raise MedsegInputError(path, f"holds {bad} NaN or infinite voxel value(s); {advice}")
 
 
 @register_header_reader(*VOLUME_SUFFIXES)
@@ -185,6 +187,9 @@ def read_volume_mask(path: Path) -> np.ndarray:
         shape = "x".join(str(s) for s in reader.GetSize())
         found = f"{dim}D ({shape})" + (f" with {comps} components per voxel" if comps > 1 else "")
         raise MedsegInputError(path, f"{NOT_A_SINGLE_VOLUME}, found {found}")
+    suffix = match_suffix(path, VOLUME_SUFFIXES) or path.suffix.lower()
+    if suffix in (".nii", ".nii.gz") and "float" in sitk.GetPixelIDValueAsString(reader.GetPixelID()):
+        _check_nifti_finite(path, "a mask holds class values, and NaN is no class (not background either)")
     mask = sitk.GetArrayFromImage(_itk_call(path, "read mask", reader.Execute))
     if mask.dtype == bool:
         return mask.astype(np.uint8)
