@@ -127,3 +127,30 @@ def crash_after_first_epoch(monkeypatch: pytest.MonkeyPatch, train: Callable[[],
     with pytest.raises(KeyboardInterrupt):
         train()
     monkeypatch.setattr(Trainer, "log", original_log)
+
+
+# ------------------------------------------------------------------------------ DICOM series
+OBLIQUE_SPACING = (0.7, 0.9, 2.5)  # ITK order (x, y, z): every axis different, so a swap shows
+
+
+def oblique_direction(about_z_deg: float = 20.0, about_x_deg: float = 10.0) -> tuple[float, ...]:
+    """A flat row-major ITK direction matrix tilted about z then x: an oblique acquisition."""
+    a, b = np.radians(about_z_deg), np.radians(about_x_deg)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    return tuple(float(v) for v in (rz @ rx).ravel())
+
+
+def hippocampus_dicom_series(dst: Path, case: str = "hippocampus_001") -> tuple[Path, np.ndarray]:
+    """(series folder dst/<case>, its reference label (z, y, x)): a real MSD Hippocampus MR volume
+    written as a DICOM series with oblique orientation and anisotropic spacing (OBLIQUE_SPACING)."""
+    import SimpleITK as sitk
+
+    from medseg.io.dicom import write_dicom_series
+
+    src = real_dataset("msd-hippocampus")
+    volume = sitk.GetArrayFromImage(sitk.ReadImage(str(src / "imagesTr" / f"{case}.nii.gz"))).astype(np.int16)
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(src / "labelsTr" / f"{case}.nii.gz"))).astype(np.uint8)
+    folder = Path(dst) / case
+    write_dicom_series(volume, folder, OBLIQUE_SPACING, (10.0, -20.0, 30.0), oblique_direction(), modality="MR")
+    return folder, label

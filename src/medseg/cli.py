@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "model, predict the others and list the skipped ones at the end (exit code 2); without it, "
                    "every input is checked first and a bad one stops the command before any mask is written")
     p.add_argument("--format", dest="output_format", help="mask file type, e.g. .nii.gz, .nrrd, .mha, .png "
-                   "(default: the input's)")
+                   "(default: the input's); for DICOM series also dicom-seg (OUT/<case>_seg.dcm, a DICOM SEG) "
+                   "or rtstruct (OUT/<case>_rtstruct.dcm, an RT Structure Set); docs/clinical.md")
     p.add_argument("--folds", type=_int_tuple, help="cross-validation folder: ensemble only these folds, e.g. 0,1 "
                    "(default: every trained fold)")
     p.add_argument("--no-postprocess", action="store_true", help="skip the postprocessing chosen on validation data")

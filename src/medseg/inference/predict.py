@@ -13,13 +13,14 @@ from tqdm.auto import tqdm
 
 from ..case import Case
 from ..errors import MedsegInputError
+from ..evaluation.statistics import structure_statistics, write_statistics
 from ..locks import output_lock
-from ..io import write_mask
 from ..io.dataset import read_image_channels
 from ..io.layout import InputCase, prediction_inputs
 from ..io.registry import MASK_WRITE_SUFFIXES, match_suffix, read_image_header
 from ..io.dicom import read_dicom_series
 from ..report.overlay import save_overlay
+from .clinical import DICOM_OUTPUTS, check_dicom_output, write_prediction
 from .predictor import Predictor
 
 def read_input_case(item: InputCase, channels: int | None = None) -> Case:
@@ -36,6 +37,8 @@ def read_input_case(item: InputCase, channels: int | None = None) -> Case:
 def output_suffix(item: InputCase, output_format: str | None) -> str:
     """The mask file suffix for a case: asked-for format, else the input's where masks can be
     written in it (NIfTI, NRRD, MHA, PNG), else ``.nii.gz`` for volumes and ``.png`` for pictures."""
+    if output_format in DICOM_OUTPUTS:  # dicom-seg, rtstruct: <case>_seg.dcm, <case>_rtstruct.dcm
+        return DICOM_OUTPUTS[output_format]
     if output_format:
         suffix = output_format if output_format.startswith(".") else "." + output_format
         if suffix.lower() not in MASK_WRITE_SUFFIXES:
@@ -92,7 +95,9 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
     written mask paths.
 
     Masks go to OUT/<case><suffix> (`output_suffix`), overlays to OUT/overlays/<case>.png (3D:
-    three orthogonal slices through the predicted structure). Existing files are never replaced
+    three orthogonal slices through the predicted structure), and the size, pieces, box and
+    intensities of every predicted structure to OUT/statistics.csv and .json
+    (`medseg.evaluation.statistics`). Existing files are never replaced
     unless `overwrite`, and an input file is never written over in any case. `skip_empty=True`
     does not run the network on windows that hold nothing but background (`Predictor`).
     `compile`: "auto" switches the windows to `torch.compile` on a CPU once the windows still
@@ -114,6 +119,7 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
     for item in list(items):
         try:
             check_input(item, predictor.in_channels, dims)
+            check_dicom_output(item, output_format)
         except MedsegInputError as err:
             failures.append(err)
             items.remove(item)
@@ -130,6 +136,7 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
         if target.resolve() in resolved_inputs:
             raise MedsegInputError(target, "is an input image; choose an --out folder that is not the input folder")
     written: list[Path] = []
+    statistics: list[dict] = []
     with output_lock(out, "--out folder of the masks"):
         if not overwrite:
             existing = [t for t in targets if t.exists()]
@@ -147,10 +154,15 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
                 failures.append(err)
                 continue
             mask = predictor.segment(case)
-            write_mask(target, mask, case.meta)
-            written.append(target)
+            if write_prediction(target, mask, case, output_format, predictor.class_names, predictor.run.name):
+                written.append(target)
+            statistics.extend(structure_statistics(item.case_id, mask, case.image, case.spacing, predictor.class_names,
+                                                   spacing_known="geometry" in case.meta,
+                                                   channel_names=predictor.dataset.channel_names))
             if overlays:
                 save_overlay(out / "overlays" / f"{item.case_id}.png", case.image, mask, spacing=case.spacing)
+        if statistics:
+            write_statistics(out, statistics)
     if failures:
         raise InputsSkipped(Path(inputs), failures, total)
     return written

@@ -137,6 +137,7 @@ def write_dicom_series(
     series_tags = {
         "0008|0021": date, "0008|0031": clock, "0008|0008": "DERIVED\\SECONDARY", "0008|0060": modality,
         "0008|103e": series_description, "0020|000d": study_uid or _new_uid(), "0020|000e": _new_uid(),
+        "0020|0052": _new_uid(), "0020|0011": "1",  # one frame of reference for the series, as a scanner writes
         "0020|0037": "\\".join(repr(float(v)) for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
         "0018|0050": repr(float(spacing[2])),
     }
