@@ -11,6 +11,7 @@ from .demo import demo
 from .evaluation import evaluate
 from .inference import Predictor, predict
 from .inference.onnx_backend import export_onnx
+from .inference.package import export_package
 from .io.convert import convert_brats
 from .locks import output_lock
 from .nets import models_table
@@ -18,7 +19,7 @@ from .planning import Budget, format_plan, plan_dataset, write_plan
 from .report.run_report import write_run_report
 from .training import ensure_validation, train_folds, train_single
 
-__all__ = ["train", "predict", "Predictor", "evaluate", "demo", "export_onnx", "report", "plan_dataset",
+__all__ = ["train", "predict", "Predictor", "evaluate", "demo", "export_onnx", "export_package", "report", "plan_dataset",
            "format_plan", "write_plan", "Budget", "convert_brats", "models_table"]
 
 

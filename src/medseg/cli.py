@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Writes one mask per case (class indices 0..K-1, the input's size and "
                        "geometry) in the input's format (PNG for pictures; NIfTI/NRRD/MHA as the input; "
                        ".nii.gz for DICOM) and OUT/overlays/<case>.png.")
-    p.add_argument("run", type=Path, help="run folder made by `medseg train`")
+    p.add_argument("run", type=Path, help="run folder made by `medseg train`, or a model package (.medseg.zip "
+                   "from `medseg export --package`)")
     p.add_argument("input", type=Path, help="an image or volume file, a DICOM series folder, or a folder of "
                    "them (nnU-Net CASE_0000/_0001 channel files are grouped by case)")
     p.add_argument("--out", type=Path, required=True, help="folder for the masks")
@@ -152,12 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default) or onnx (ONNX Runtime on the CPU; exports RUN/model.onnx first if missing)")
     _add_device(p)
 
-    p = sub.add_parser("export", help="export a trained run's network (ONNX)",
-                       description="Writes the best checkpoint's network as ONNX (dynamic batch and spatial "
+    p = sub.add_parser("export", help="export a trained run: its network as ONNX, or a portable model package",
+                       description="--onnx writes the best checkpoint's network as ONNX (dynamic batch and spatial "
                        "axes), checked against PyTorch on a random patch; `medseg predict --backend onnx` uses it. "
-                       "Never replaces an existing file.")
-    p.add_argument("run", type=Path, help="run folder made by `medseg train`")
-    p.add_argument("--onnx", action="store_true", required=True, help="export to ONNX (the one format for now)")
+                       "--package FILE writes one zip with the weights, plan, classes, preprocessing, validation "
+                       "metrics, a model card and a SHA-256 manifest; `medseg predict FILE INPUT` verifies and uses "
+                       "it (docs/clinical.md). Never replaces an existing file.")
+    p.add_argument("run", type=Path, help="run folder made by `medseg train` (or a cross-validation folder)")
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--onnx", action="store_true", help="export the network to ONNX")
+    kind.add_argument("--package", type=Path, metavar="FILE", help="write a model package, e.g. model.medseg.zip")
+    p.add_argument("--card", type=Path, metavar="FILE", help="--package: text file with the intended use and "
+                   "limits, copied into the model card")
     p.add_argument("--out", type=Path, help="file to write (default RUN/model.onnx, RUN/model_last.onnx for last)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which weights (default best)")
 
@@ -316,7 +323,11 @@ def main(argv: list[str] | None = None) -> int:
                                   keep_going=args.keep_going)
             print(f"{len(written)} mask(s) written to {args.out}")
         elif args.command == "export":
-            print(f"ONNX model written to {api.export_onnx(args.run, args.out, checkpoint=args.checkpoint)}")
+            if args.package is not None:
+                path = api.export_package(args.run, args.package, card=args.card, checkpoint=args.checkpoint)
+                print(f"model package written to {path} (predict with: medseg predict {path} INPUT --out DIR)")
+            else:
+                print(f"ONNX model written to {api.export_onnx(args.run, args.out, checkpoint=args.checkpoint)}")
         elif args.command == "evaluate":
             result = api.evaluate(args.pred, args.labels, num_classes=args.num_classes,
                                   csv_path=args.csv or args.pred / "evaluation.csv",

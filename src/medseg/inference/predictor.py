@@ -21,6 +21,7 @@ from ..nets import axis_divisors
 from ..runs import CHECKPOINTS, find_checkpoint, fold_runs, load_checkpoint, model_from_state
 from .compile import CompilingNetwork, prediction_network
 from .onnx_backend import onnx_model_for
+from .package import unpack_package
 from .postprocess import apply_postprocessing, read_postprocessing
 from .sliding_window import argmax_mask, count_windows, mirror_sets, sliding_window, windows_per_call
 
@@ -67,7 +68,9 @@ class _Member:
 class Predictor:
     """Trained model(s) ready to segment cases (load once, predict many).
 
-    `run` is a run folder, or a cross-validation folder (`medseg train --folds`): then the class
+    `run` is a run folder, a model package (`medseg export --package`: checked against its
+    manifest before anything is loaded; it holds one set of weights per member, so `checkpoint`
+    does not apply), or a cross-validation folder (`medseg train --folds`): then the class
     probabilities of every finished fold (or of `folds`) are averaged, each fold preprocessing
     the case its own way. The postprocessing stored with the run (RUN/postprocessing.json,
     chosen on validation data) is applied to the masks unless `postprocess=False`.
@@ -79,6 +82,10 @@ class Predictor:
                  folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch",
                  skip_empty: bool = False, batch_size: int | None = None, compile: bool | str = "auto"):
         self.run = Path(run)
+        self.package = None  # a model package (a file): verified, unpacked, then read as a run folder
+        if self.run.is_file():
+            self.package, self.run = unpack_package(self.run)
+            checkpoint = "best"
         self.device = resolve_device(device)
         runs = member_runs(self.run, folds)
         if backend not in ("torch", "onnx"):
