@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, help="fraction of cases held out for validation "
                    "(default: 0.2, at most 50 cases; 0 for none)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and augmentation")
-    p.add_argument("--model", default="unet", help="unet (default, light), unet-classic (the original 31M-parameter "
+    p.add_argument("--model", help="unet (default, light), unet-classic (the original 31M-parameter "
                    "U-Net), resunet, vnet, fcn, unetr, swinunetr; `medseg models` compares them")
     p.add_argument("--features", type=_int_tuple, help="channels per level of the unet, e.g. 32,64,128,256,512")
     p.add_argument("--norm", choices=["batch", "instance", "group", "none"], help="normalisation layers of the unet")
@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-names", type=lambda t: tuple(n.strip() for n in t.split(",")),
                    help="names of classes 0..K-1 for logs and reports, e.g. background,liver,tumour")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init-from", dest="init_from", metavar="RUN_OR_PACKAGE", help="fine-tune: start from the "
+                   "weights of this run folder or model package (same network and channels; other classes get a "
+                   "fresh output layer); its network, patch and voxel size are kept unless set here")
     plan = p.add_argument_group("plan and cross-validation")
     plan.add_argument("--plan", type=Path, help="train with this plan JSON (from `medseg plan`, perhaps edited) "
                       "instead of planning DATA now")
@@ -229,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 TRAIN_OPTIONS = ("epochs", "minutes", "val_fraction", "seed", "model", "features", "norm", "loss", "batch_size",
                  "patch_size", "iterations_per_epoch", "lr", "precision", "device", "class_names", "ignore_label",
-                 "label_suffix")
+                 "label_suffix", "init_from")
 
 
 def _key_values(items: list[str], flag: str) -> list[tuple[str, object]]:

@@ -51,6 +51,8 @@ class TrainConfig:
     normalization: list | None = None             # per channel {"scheme": ...}; None: from the data
     fold: int | None = None                       # cross-validation fold this run trains (splits.json)
     label_suffix: str | None = None               # side-by-side masks: which ("_2ndHO": CHASE's second observer)
+    init_from: str | None = None                  # fine-tuning: the run folder or model package whose weights
+                                                  # start this run (medseg.training.init_from)
     ignore_label: float | None = None             # stored mask value meaning "not annotated" (sparse labels);
                                                   # a dataset.json label named "ignore" sets it too
 

@@ -10,6 +10,7 @@ from ..device import resolve_device
 from ..planning import PLAN_KEYS, Budget, apply_overrides, check_plan, compute_fingerprint, make_plan, read_plan
 from .config import config_from_options
 from .finish import finish_run
+from .init_from import check_data_fits, inherit_network, source_state
 from .trainer import Trainer
 
 
@@ -53,6 +54,10 @@ def train_single(data: Path, out: Path, options: dict, *, resume: bool = False,
     """One run folder: resolve the plan, train, then (finish) validate, postprocess and report."""
     if distributed.world_size() > 1:  # under torchrun: join the group before planning
         distributed.init_from_env(resolve_device(options.get("device", "auto")))
+    if options.get("init_from") and not resume:  # fine-tuning: the source's network, patch and grid
+        initial = source_state(options["init_from"])
+        check_data_fits(data, options["init_from"], initial, options.get("label_suffix"))
+        options = inherit_network({**options, "init_from": str(options["init_from"])}, initial)
     the_plan = None
     if not resume and plan is not False and distributed.is_main():
         the_plan = resolve_plan(data, None if plan is True else plan, options, memory_gb)

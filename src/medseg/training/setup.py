@@ -22,6 +22,7 @@ from ..planning.defaults import (choose_batch_size, choose_flip_axes, choose_ima
 from .cases import MAX_VAL_CASES, load_cases, pairs_of_split, split_cases
 from .config import compiles
 from .ema import WeightEMA
+from .init_from import check_source_fits, load_initial_weights, source_state
 from .loss_registry import make_loss
 from .deep_supervision import DeepSupervisionLoss
 
@@ -116,6 +117,10 @@ class ModelSetup:
 
     def _prepare_model(self) -> None:
         cfg = self.config
+        initial = None  # fine-tuning: the checkpoint this run starts from
+        if self.resume_state is None and cfg.init_from:
+            initial = source_state(cfg.init_from)
+            check_source_fits(cfg.init_from, initial, self.in_channels, self.spatial_dims)
         if cfg.features is None:
             cfg.features = FEATURES_3D if self.spatial_dims == 3 else FEATURES_2D
         divisor = axis_divisors(model_divisor(cfg.model, self.spatial_dims, **self.model_options()), self.spatial_dims)
@@ -130,6 +135,13 @@ class ModelSetup:
             cfg.batch_size = choose_batch_size(cfg.patch_size)
         self.model = build_model(cfg.model, self.in_channels, self.num_classes, self.spatial_dims,
                                  **self.model_options()).to(self.device, memory_format=memory_format(self.spatial_dims))
+        if initial is not None:
+            note = load_initial_weights(self.model, cfg.init_from, initial, model_name=cfg.model,
+                                        model_options=self.model_options(), in_channels=self.in_channels,
+                                        spatial_dims=self.spatial_dims, class_names=self.class_names,
+                                        channel_names=self.info.channel_names)
+            if distributed.is_main():
+                print(note, flush=True)
         weights = None
         if cfg.loss == "weighted-dice":
             freq = self.class_voxels.double() / self.class_voxels.sum()
