@@ -1,4 +1,5 @@
-"""Prediction through torch.compile: when the switch happens, and that it changes no output."""
+"""medseg.inference.compile: prediction through torch.compile, when the switch happens, and that it
+changes no output."""
 from __future__ import annotations
 
 import importlib
@@ -7,9 +8,8 @@ import shutil
 import pytest
 import torch
 
-from medseg.inference import sliding_window
+from medseg.inference import CompilingNetwork, prediction_network, sliding_window
 from medseg.nets import UNet
-from medseg.inference import CompilingNetwork, prediction_network
 
 predict_module = importlib.import_module("medseg.inference.compile")
 

@@ -1,4 +1,5 @@
-"""ONNX export and the ONNX Runtime prediction backend: same masks as PyTorch, 2D and 3D."""
+"""medseg.inference.onnx_backend: ONNX export and the ONNX Runtime prediction backend give the
+same masks as PyTorch, 2D and 3D."""
 from __future__ import annotations
 
 import shutil
@@ -13,10 +14,9 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import medseg  # noqa: E402
-from medseg.io.layout import prediction_inputs  # noqa: E402
+from helpers import link_subset, real_dataset  # noqa: E402
 from medseg.inference import Predictor, read_input_case  # noqa: E402
-
-from helpers import link_subset, real_dataset
+from medseg.io.layout import prediction_inputs  # noqa: E402
 
 TINY2D = dict(features=(8, 16, 32), batch_size=2, patch_size=(128, 128), iterations_per_epoch=3, val_fraction=0.4)
 TINY3D = dict(features=(8, 16, 32), batch_size=2, patch_size=(24, 32, 24), iterations_per_epoch=2, val_fraction=0.34)
