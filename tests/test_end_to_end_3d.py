@@ -1,9 +1,9 @@
-"""3D end to end on real MSD Hippocampus cases: layouts, training, prediction with the input's
-geometry and format, DICOM input, evaluation, and every bad-input check before training."""
+"""3D end to end through the Python functions on real MSD Hippocampus cases: layouts, training,
+prediction with the input's geometry and format, DICOM input, evaluation, and every bad-input
+check before training."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -13,11 +13,10 @@ import SimpleITK as sitk
 import torch
 
 import medseg
+from helpers import HIPPOCAMPUS_CASES, hippocampus_msd, real_dataset
 from medseg.errors import MedsegInputError
 from medseg.io.layout import describe_dataset, prediction_inputs
 from medseg.io.dicom import write_dicom_series
-
-from helpers import HIPPOCAMPUS_CASES, hippocampus_msd, real_dataset
 
 TINY3D = dict(features=(8, 16, 32), batch_size=2, patch_size=(24, 32, 24), iterations_per_epoch=2,
               val_fraction=0.34)

@@ -9,11 +9,10 @@ import pytest
 import torch
 
 import medseg
+from helpers import real_dataset
 from medseg.errors import MedsegInputError
 from medseg.io.convert import convert_brats
 from medseg.io.layout import describe_dataset
-
-from helpers import real_dataset
 
 # 4 mm voxels and a small network: two channels through the whole trainer in a few seconds
 TINY = dict(features=(8, 16, 32), batch_size=2, patch_size=(16, 24, 24), iterations_per_epoch=2,

@@ -1,5 +1,6 @@
-"""Sparse labels: a "not annotated" value (255, declared as the label "ignore" in dataset.json) that
-survives reading and resampling and counts in no loss, no patch choice and no metric.
+"""medseg.data.sparse and sparse labels: a "not annotated" value (255, declared as the label
+"ignore" in dataset.json) that survives reading and resampling and counts in no loss, no patch
+choice and no metric.
 
 Real data: MSD Hippocampus labels with 80 % of the axial slices (SimpleITK array axis 0, z)
 set to 255 (`medseg.data.sparse.write_sparse_msd`). The reported Dice comes from
@@ -15,6 +16,7 @@ import SimpleITK as sitk
 import torch
 
 import medseg
+from helpers import HIPPOCAMPUS_CASES, real_dataset
 from medseg.planning import compute_fingerprint
 from medseg.data.preprocess import resize_label
 from medseg.data.sampler import PatchSampler, foreground_points
@@ -25,8 +27,6 @@ from medseg.io.layout import describe_dataset
 from medseg.training.loss_registry import LOSSES, make_loss
 from medseg.training.deep_supervision import DeepSupervisionLoss
 from medseg.evaluation.metrics import case_metrics
-
-from helpers import HIPPOCAMPUS_CASES, real_dataset
 
 TINY3D = dict(features=(8, 16, 32), batch_size=2, patch_size=(24, 32, 24), iterations_per_epoch=3,
               val_fraction=0.34)
