@@ -4,7 +4,8 @@ validate.
 
 With a clock budget, the end of the training steps is the budget minus a reserve for the work
 still to come after them: the last validation and checkpoint and, when the run finishes itself,
-predicting every validation case at full resolution, scoring it and writing the report. The
+predicting every validation case at full resolution, scoring it and writing the report (at most
+a quarter of the budget: slower finishing work overruns it rather than starve the training). The
 learning rate decays over the steps' share only, so a timed run always ends annealed."""
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import time
 
 MIN_RESERVE_S = 5.0          # checkpoint and log of the last epoch
 FINISH_OVERHEAD_S = 10.0     # postprocessing choice, evaluation and report after the validation predictions
+MAX_RESERVE_SHARE = 0.25     # the reserve never takes more of the budget: training steps are worth more than
+                             # finishing on time, so slower finishing work overruns the budget instead
 
 
 class Schedule:
@@ -32,7 +35,8 @@ class Schedule:
         with a margin, plus the finishing work scaled from it (`finish_factor`: how many times a
         validation's work the finishing predictions are; 0 when the run does not finish itself)."""
         finishing = self.finish_factor * validation_s + (FINISH_OVERHEAD_S if self.finish_factor else 0.0)
-        self.reserve_s = 1.5 * validation_s + MIN_RESERVE_S + finishing
+        reserve = 1.5 * validation_s + MIN_RESERVE_S + finishing
+        self.reserve_s = min(reserve, MAX_RESERVE_SHARE * self.config.minutes * 60) if self.config.minutes else reserve
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.start
