@@ -16,7 +16,7 @@ from ..nets import select_options
 from .fingerprint import Fingerprint, compute_fingerprint
 from .rules import (AUTO_IMAGE_SIZE, BASE_WIDTH, DATASET_MEMORY_SHARE, DEFAULT_CPU_MINUTES, GPU_EPOCHS, GPU_ITERATIONS, LOWRES_RATIO,
                     MAX_PATCH, MAX_POOLINGS, MAX_WIDTH, MIN_FEATURE_SIZE, MIN_PATCH_SIDE, MIN_STEPS, MIN_THIN_VOXELS,
-                    NATIVE_MAX_SIDE, Budget, cpu_batch_size, dataset_memory_gb, divisors, features_for, fit_patch,
+                    NATIVE_MAX_SIDE, Budget, cost_estimate, cpu_batch_size, dataset_memory_gb, divisors, features_for, fit_patch,
                     lowres_spacing, median_target_spacing, pooling_plan, round_list,
                     working_image_size)
 
@@ -330,7 +330,46 @@ def apply_overrides(plan: dict, overrides: dict) -> dict:
     if "epochs" in overrides and overrides["epochs"] is not None:
         plan["minutes"] = None
     check_plan(plan)
+    if any(key in overrides for key in NETWORK_KEYS):
+        _estimate_again(plan)
     return plan
+
+
+# the settings that change what a training step costs: the estimate is made again when one is overridden
+NETWORK_KEYS = ("patch_size", "batch_size", "model", "features", "strides", "kernels")
+
+
+def _estimate_again(plan: dict) -> None:
+    """The estimate for the network that trains, after overrides changed it, so that it agrees
+    with the model a run reports (the planned network's figures would not). A plan without the
+    dataset's channels and classes (no fingerprint) keeps the old figures, marked as such."""
+    fp, budget = plan.get("fingerprint") or {}, plan.get("budget") or {}
+    old = dict(plan.get("estimate") or {})
+    try:
+        new = cost_estimate(len(fp["channels"]), len(fp["classes"]), plan["patch_size"], plan["features"],
+                            plan["strides"], plan["kernels"], int(plan["batch_size"]),
+                            Budget(budget["device"], budget.get("memory_gb"), budget.get("minutes"),
+                                   budget.get("threads")), plan.get("model", "unet"))
+    except (KeyError, TypeError, ValueError, RuntimeError):  # no fingerprint, or a network the counter cannot build
+        if old:
+            old["network"] = "the planned one, before the user's overrides"
+        plan["estimate"] = old
+        return
+    if "dataset_memory_gb" in old:
+        new["dataset_memory_gb"] = old["dataset_memory_gb"]
+    new["network"] = "the one that trains, with the user's overrides"
+    plan["estimate"] = new
+
+
+def expected_steps(plan: dict | None, minutes: float | None) -> int | None:
+    """Training steps the plan's estimate expects in `minutes` on the machine it was planned for:
+    its steps in the budget, scaled when the run's minutes differ from the budget's. None without
+    a time budget or an estimate (epochs runs, runs without a plan)."""
+    estimate, budget = (plan or {}).get("estimate") or {}, (plan or {}).get("budget") or {}
+    steps, planned = estimate.get("steps_in_budget"), budget.get("minutes")
+    if not minutes or not steps:
+        return None
+    return int(round(steps * minutes / planned)) if planned else int(steps)
 
 
 def train_settings(plan: dict) -> dict:
@@ -345,5 +384,5 @@ def train_settings(plan: dict) -> dict:
     return out
 
 
-__all__ = ["Budget", "PLAN_KEYS", "apply_overrides", "check_plan", "format_plan", "make_plan",
+__all__ = ["Budget", "PLAN_KEYS", "apply_overrides", "check_plan", "expected_steps", "format_plan", "make_plan",
            "plan_dataset", "read_plan", "train_settings", "write_plan"]

@@ -244,6 +244,21 @@ def step_seconds(gflops_forward: float, batch: int, budget: Budget) -> float:
     return batch * gflops_forward * TRAIN_FLOPS_FACTOR / budget.train_gflops() + STEP_OVERHEAD_S
 
 
+def cost_estimate(in_channels: int, num_classes: int, patch: list[int], features: list[int],
+                  strides: list[list[int]], kernels: list[list[int]], batch: int, budget: Budget,
+                  model: str = "unet") -> dict:
+    """The planner's cost figures for one network (FLOPs, parameters, step time, steps in the
+    budget's minutes, memory): what `fit_patch` records, for a network given whole (a plan's
+    network after a user's overrides)."""
+    gflops = forward_gflops(in_channels, num_classes, patch, features, strides, kernels, model)
+    params = parameter_count(in_channels, num_classes, len(patch), features, strides, kernels, model, patch)
+    step = step_seconds(gflops, batch, budget)
+    steps = (budget.minutes * 60 * 0.9 / step) if budget.minutes else None
+    return {"forward_gflops_per_patch": round(gflops, 2), "parameters": params, "step_seconds": round(step, 3),
+            "steps_in_budget": int(steps) if steps else None,
+            "memory_gb": round(training_memory_gb(patch, batch, features, strides, params), 2)}
+
+
 def fit_patch(start: list[float], spacing: list[float], fp: Fingerprint, batch_for, budget: Budget,
                model: str = "unet") -> tuple[list[int], list[int], list[list[int]], list[list[int]], int, dict]:
     """Shrink the network until a step fits the budget: the U-Net shrinks its patch along the

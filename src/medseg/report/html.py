@@ -48,6 +48,7 @@ h3 { font-size: 0.95rem; margin: 1.2rem 0 0.4rem; font-weight: 600; }
 .grid3d { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 1rem; }
 table.summary td { min-width: 8.5rem; }
 pre.plan { background: #f7f7f7; padding: 0.6rem; font-size: 0.8rem; max-height: 24rem; overflow: auto; }
+.warning { background: #fff4e5; border-left: 4px solid #e67e22; padding: 0.5rem 0.8rem; max-width: 60rem; }
 """
 IMAGE_COUNTER = ("<script>addEventListener('load', () => { document.body.dataset.imagesLoaded = "
                  "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length; });</script>")

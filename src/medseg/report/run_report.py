@@ -29,7 +29,7 @@ from .boxplots import plot_case_boxes
 from .curves import plot_learning_curves, read_log
 from .html import page
 from .sections import (cases_section, data_facts, facts_table, image_tag, model_facts, overlay_section,
-                       pick_overlays, plan_section, summary_section, tensorboard_note, time_facts)
+                       pick_overlays, plan_section, starvation_warning, summary_section, tensorboard_note, time_facts)
 
 __all__ = ["write_run_report", "read_metrics_csv", "rank_cases", "model_cost", "VALIDATION_DIR", "REPORT_NAME"]
 
@@ -142,7 +142,7 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
         cost = _safe_model_cost(run)
         sections = [
             f"<h1>{escape(title)}</h1>",
-            f'<p class="muted">{escape(str(run.resolve()))}</p>',
+            f'<p class="muted">{escape(str(run.resolve()))}</p>', starvation_warning(info),
             "<h2>Validation metrics</h2>", summary_section(evaluation, class_names, len(ranked)),
             "<h2>Per-case distribution</h2>", image_tag(boxes, "per-case box plots", "curve")
             if boxes else '<p class="muted">No per-case metrics.</p>',

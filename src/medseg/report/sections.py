@@ -267,12 +267,32 @@ def _plan_value(value) -> str:
     return str(value)
 
 
+def starvation_warning(info: dict) -> str:
+    """A visible warning for a timed run that got under half the steps the plan expected
+    (run.json "starved"): its results say more about the machine's load than about the method."""
+    if not info.get("starved"):
+        return ""
+    done, expected = int(info.get("iterations_done") or 0), int(info["steps_expected"])
+    minutes = (info.get("config") or {}).get("minutes")
+    return (f'<p class="warning"><b>Training was starved:</b> {done:,} steps'
+            + (f" in {minutes:g} min" if minutes else "")
+            + f" where the plan expected ~{expected:,} on this machine ({done / max(expected, 1):.0%}). The machine was "
+            "busy or slower than planned, so the model is undertrained: these results are worse than the same "
+            "settings give on an idle machine. Train again with more <code>--minutes</code>, on an idle machine, "
+            "or with <code>--epochs</code> for a fixed number of steps.</p>")
+
+
 def time_facts(info: dict, record: dict, report_s: float) -> dict:
     facts = {}
     if info.get("elapsed_s") is not None:
         facts["training"] = (f"{info['elapsed_s'] / 60:.1f} min, {info.get('epochs_done', '?')} epochs, "
                              f"{info.get('iterations_done', '?')} iterations on {info.get('device', '?')} "
                              f"({info.get('precision', '?')})" + ("" if info.get("finished") else ", not finished"))
+    if info.get("steps_expected"):
+        done, expected = int(info.get("iterations_done") or 0), int(info["steps_expected"])
+        facts["steps expected"] = (f"~{expected:,} in the run's minutes, by the plan's estimate for this machine; "
+                                   f"{done:,} done ({done / expected:.0%})"
+                                   + (": starved (under half)" if info.get("starved") else ""))
     if record.get("predict_s") is not None:
         facts["validation prediction"] = f"{record['predict_s']:.1f} s for {record.get('cases', '?')} cases"
     if record.get("evaluate_s") is not None:

@@ -1,6 +1,10 @@
 """Progress of a training run where someone can see it: a bar on a terminal, and where stderr is
 not a terminal (nohup, a batch scheduler, a CI log) one line per epoch, and at least one a
-minute, with the iteration, elapsed time, the time left, the loss and the validation Dice."""
+minute, with the iteration, elapsed time, the time left, the loss and the validation Dice.
+
+A timed run also compares its steps with the plan's estimate for this machine: a run that gets
+fewer than half of them (a busy machine, a slower one than planned) is starved, and says so once
+while it trains and again when it ends; the same result on another day would differ."""
 from __future__ import annotations
 
 import sys
@@ -12,6 +16,16 @@ from tqdm.auto import tqdm
 from .. import distributed
 
 LINE_EVERY_S = 60.0   # without a terminal: at least one line this often, even inside a long epoch
+STARVED_SHARE = 0.5   # fewer steps than this share of the plan's estimate: the run was starved
+PACE_CHECK_SHARE = 0.25  # the pace is first judged once this share of the budget has passed
+
+
+def starvation_warning(done: int, expected: int, minutes: float) -> str:
+    """The line a starved run ends with: what it got, what the plan expected, what to do."""
+    return (f"training: WARNING: starved: {done} steps in {minutes:g} min where the plan expected ~{expected} on this "
+            f"machine ({done / max(expected, 1):.0%}; the machine was busy or slower than planned). The model is "
+            "undertrained and a run on an idle machine would score differently: train again with more --minutes, "
+            "on an idle machine, or with --epochs for a fixed number of steps")
 
 
 def clock(seconds: float) -> str:
@@ -34,6 +48,8 @@ class TrainingProgress:
         self.last_dice = "-"
         self.last_line = time.perf_counter()
         self.first_iteration, self.first_time = trainer.iteration, time.perf_counter()
+        self.expected = trainer.steps_expected() if main else None  # the plan's steps for a timed run
+        self.pace_warned = False
 
     def seconds_left(self) -> float | None:
         """Time left: by the clock for a minutes budget, else from the measured step rate."""
@@ -66,6 +82,29 @@ class TrainingProgress:
         if self.lines:
             self.write(f"loss {loss:.3f}" if loss is not None else "loss -",
                        f"{row.get('images_per_s', 0):.1f} img/s")
+        self.check_pace()
+
+    def check_pace(self) -> None:
+        """Once a quarter of a timed budget has passed: say so (once) when the steps so far are
+        fewer than half of what the plan's estimate expects by now."""
+        t = self.trainer
+        if self.expected is None or self.pace_warned or not t.config.minutes:
+            return
+        share = t.elapsed() / (t.config.minutes * 60)
+        if share < PACE_CHECK_SHARE or t.iteration >= STARVED_SHARE * self.expected * share:
+            return
+        self.pace_warned = True
+        self.bar.clear()
+        print(f"training: WARNING: slower than planned: {t.iteration} steps after {clock(t.elapsed())}, the plan "
+              f"expected ~{int(self.expected * share)} by now (~{self.expected} in {t.config.minutes:g} min); "
+              "is the machine busy?", file=self.stream, flush=True)
+
+    def finished(self) -> None:
+        """The end of the run: the starvation warning when it got under half the expected steps."""
+        t = self.trainer
+        if self.expected is not None and t.config.minutes and t.iteration < STARVED_SHARE * self.expected:
+            self.bar.clear()
+            print(starvation_warning(t.iteration, self.expected, t.config.minutes), file=self.stream, flush=True)
 
     def write(self, *parts: str) -> None:
         t = self.trainer

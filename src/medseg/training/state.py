@@ -11,13 +11,24 @@ import torch
 from .. import distributed
 from ..atomic import write_text
 from ..nets import count_parameters
+from ..planning import expected_steps
 from ..report.curves import plot_learning_curves
 from ..report.tensorboard import log_scalars
 from ..runs import LOG_CSV, RUN_INFO
+from .progress import STARVED_SHARE
 
 
 class RunRecord:
     """Checkpoint state, run.json and log.csv of a Trainer."""
+
+    def steps_expected(self) -> int | None:
+        """Steps the plan's estimate expects in this run's minutes on this machine (timed runs)."""
+        return expected_steps(self.plan, self.config.minutes)
+
+    def starved(self) -> bool | None:
+        """Whether the run got fewer than half the expected steps; None when nothing was expected."""
+        expected = self.steps_expected()
+        return None if expected is None else bool(self.iteration < STARVED_SHARE * expected)
 
     def state(self) -> dict:
         extra = {} if self.ema is None else {"train_model": self.model.state_dict(), "ema_updates": self.ema.updates}
@@ -72,6 +83,8 @@ class RunRecord:
             "split": {"train": [p.case_id for p in self.train_pairs], "val": [p.case_id for p in self.val_pairs]},
             "epochs_done": self.epoch,
             "iterations_done": self.iteration,
+            "steps_expected": self.steps_expected(),
+            "starved": self.starved() if finished else None,  # judged when the run ends
             "elapsed_s": round(self.elapsed(), 1),
             "best_val_dice_mean": self.best_score if self.best_score >= 0 else None,
             "finished": finished,

@@ -175,6 +175,7 @@ class Trainer(DataSetup, ModelSetup, Schedule, RunRecord):
                 progress.epoch_done(row)
                 if distributed.agree_to_stop(self.progress() >= 1.0):
                     stop = True
+            progress.finished()
         finally:
             progress.close()
         self.write_run_json(finished=True)
