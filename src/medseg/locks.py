@@ -64,14 +64,14 @@ def output_lock(folder: str | os.PathLike, what: str = "output folder") -> Itera
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise MedsegInputError(folder, f"is a file; the {what} must be a folder")
+        raise MedsegInputError(folder, f"is a file, not a folder (the {what})")
     created = not folder.exists()
     path = folder / LOCK_NAME
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = _open_locked(path)
     except OSError as exc:
-        raise MedsegOutputError(path, os.strerror(exc.errno).lower() if exc.errno else str(exc)) from exc
+        raise MedsegOutputError(folder, os.strerror(exc.errno).lower() if exc.errno else str(exc)) from exc
     if fd is None:
         owner = lock_owner(folder) or {}
         raise MedsegInputError(folder, f"is in use by another medseg process (pid {owner.get('pid', '?')}: "
@@ -90,7 +90,7 @@ def output_lock(folder: str | os.PathLike, what: str = "output folder") -> Itera
         os.write(fd, json.dumps({"pid": os.getpid(), "command": " ".join(["medseg", *sys.argv[1:]])}).encode())
     except OSError as exc:
         os.close(fd)
-        raise MedsegOutputError(path, os.strerror(exc.errno).lower() if exc.errno else str(exc)) from exc
+        raise MedsegOutputError(folder, os.strerror(exc.errno).lower() if exc.errno else str(exc)) from exc
     try:
         yield folder
     finally:
