@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "medseg"
 
 # Floors, lowest first: a module may import from its own floor and the floors below, never above.
 FLOORS = [
-    {"case", "errors", "atomic", "locks", "device", "distributed"},
+    {"case", "errors", "atomic", "locks", "manifest", "device", "distributed"},
     {"io"},
     {"data"},
     {"nets"},

@@ -211,10 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--copy", action="store_true", help="copy files instead of symlinking them")
 
     p = sub.add_parser("demo", help="synthetic end-to-end demo: data, training, prediction, evaluation, report",
-                       description="Makes phantom images, trains ~2 minutes, predicts, evaluates and writes "
-                       "OUT/report/index.html. Nothing is downloaded.")
-    p.add_argument("--out", type=Path, default=Path("demo_run"), help="output folder (default demo_run)")
-    p.add_argument("--minutes", type=float, default=2.0, help="training budget (default 2)")
+                       description="Makes phantom images, trains a fixed number of steps (the same lesson on any "
+                       "machine; it says first how long this one needs), predicts, evaluates and writes one report, "
+                       "OUT/report.html. Run again, it reuses a finished demo in OUT. Nothing is downloaded.")
+    p.add_argument("--out", type=Path, default=Path("demo_run"), help="output folder (default demo_run): new, or "
+                   "one an earlier demo wrote (reused when finished with the same settings, else replaced)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs of 40 training steps (default 10)")
+    p.add_argument("--fresh", action="store_true", help="make the demo again even when OUT holds a finished one")
     _add_device(p)
 
     p = sub.add_parser("models", help="list the models with their parameters and FLOPs per patch",
@@ -347,8 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             out = api.convert_brats(args.source, args.out, copy=args.copy)
             print(f"dataset written to {out} (train with: medseg train {out} --out RUN)")
         elif args.command == "demo":
-            report = api.demo(args.out, minutes=args.minutes, device=args.device)
-            print(f"report: {report}")
+            api.demo(args.out, epochs=args.epochs, device=args.device, fresh=args.fresh)  # it says where its report is
         elif args.command == "models":
             print(api.models_table(args.patch, args.dims, args.in_channels, args.classes))
     except KeyboardInterrupt:

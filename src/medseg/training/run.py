@@ -50,8 +50,9 @@ def resolve_plan(data: Path, plan: str | os.PathLike | dict | None, options: dic
 
 def train_single(data: Path, out: Path, options: dict, *, resume: bool = False,
                  plan: str | os.PathLike | dict | bool | None = None, memory_gb: float | None = None,
-                 split: dict | None = None, finish: bool = True) -> Path:
-    """One run folder: resolve the plan, train, then (finish) validate, postprocess and report."""
+                 split: dict | None = None, finish: bool = True, report: bool = True) -> Path:
+    """One run folder: resolve the plan, train, then (finish) validate, postprocess and (report)
+    write RUN/report.html; `report=False` leaves the page to the caller (the demo writes its own)."""
     if distributed.world_size() > 1:  # under torchrun: join the group before planning
         distributed.init_from_env(resolve_device(options.get("device", "auto")))
     if options.get("init_from") and not resume:  # fine-tuning: the source's network, patch and grid
@@ -66,7 +67,7 @@ def train_single(data: Path, out: Path, options: dict, *, resume: bool = False,
     try:
         run = Trainer(data, out, config, resume=resume, plan=the_plan, split=split, finishing=finish).fit()
         if finish and distributed.is_main():
-            finish_run(run)
+            finish_run(run, report=report)
     finally:
         distributed.shutdown()
     return run

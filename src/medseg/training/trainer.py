@@ -23,6 +23,7 @@ from ..inference.predictor import mirrors
 from ..inference.sliding_window import argmax_mask, count_windows, mirror_sets, sliding_window
 from ..nets import axis_divisors
 from ..planning import write_plan
+from ..report.tensorboard import close as close_scalars
 from ..runs import PLAN_FILE, checkpoint_path, load_checkpoint, save_checkpoint
 from .cases import check_run_folder
 from .config import TrainConfig
@@ -178,5 +179,6 @@ class Trainer(DataSetup, ModelSetup, Schedule, RunRecord):
             progress.finished()
         finally:
             progress.close()
+            close_scalars(self.out)  # the event file is complete; a run made again here starts a new one
         self.write_run_json(finished=True)
         return self.out
