@@ -41,8 +41,10 @@ def test_report_is_self_contained_and_escaped(tmp_path: Path):
     for column in ("class", "dice", "hd95", "note"):
         assert f"<th>{column}</th>" in page
     assert "<tr><td>organ</td><td>0.91 ± 0.03</td><td>2.5</td><td></td></tr>" in page
-    assert "prediction: organ" in page and "prediction: lesion" in page and "prediction: mean" not in page
-    assert "ground truth" in page
+    legend = page[page.index('<div class="legend">'):]
+    legend = legend[:legend.index("</div>")]
+    assert "</span>organ</span>" in legend and "</span>lesion</span>" in legend and "mean" not in legend
+    assert "fill: prediction · outline: reference (ground truth)" in legend
     assert "<script" not in page and "http" not in page  # nothing fetched from elsewhere
 
 

@@ -1,5 +1,6 @@
-"""medseg.report.overlay: overlays show the prediction (filled, class colours) and the reference
-(outline only) apart, on grey or colour images of any range, in 2D and as three slices of a volume."""
+"""medseg.report.overlay: overlays show the prediction (filled) and the reference (outlined) apart,
+each class in its one colour, on grey or colour images of any range, in 2D and as three slices of
+a volume."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -64,15 +65,21 @@ def test_prediction_colours_appear_only_where_predicted():
     assert not outline[pred == 0].any()
 
 
-def test_reference_outline_is_distinct_from_prediction():
+def test_reference_is_outlined_in_each_class_colour():
+    """One outline colour per class: the reference's organ and lesion outlines differ, and each
+    matches its class's prediction fill; with a reference the prediction is fill only."""
     image = np.zeros((64, 64), np.float32)
     pred, ref = square_masks()
+    ref[30:36, 30:36] = 2  # a reference lesion inside the organ
     out = overlay(image, pred=pred, ref=ref)
-    is_ref = (out == REF_COLOUR).all(-1)
-    assert is_ref[14, 14:44].all() and is_ref[43, 20] and not is_ref[30, 30]
-    assert (out[10, 25] == class_colour(1)).all()  # pred outline stays where ref does not cover it
+    organ, lesion = np.array(class_colour(1)), np.array(class_colour(2))
+    assert (out[14, 14:30] == organ).all() and (out[43, 20] == organ).all()  # organ reference outline
+    assert (out[30, 30:36] == lesion).all() and (out[35, 31] == lesion).all()  # lesion reference outline
+    assert not (out[10, 25] == organ).all()  # the prediction's edge is not outlined: tinted fill only
+    assert np.abs(out[10, 25].astype(int) - organ).sum() < np.abs(out[5, 5].astype(int) - organ).sum()
+    assert not (out == REF_COLOUR).all(-1).any()  # no single colour for every class's reference
     ref_only = overlay(image, ref=ref)
-    assert set(map(tuple, ref_only.reshape(-1, 3))) == {(0, 0, 0), REF_COLOUR}  # outline only, no fill
+    assert set(map(tuple, ref_only.reshape(-1, 3))) == {(0, 0, 0), tuple(organ), tuple(lesion)}  # outlines only
 
 
 def test_outlines_thicken_on_large_images():
@@ -105,4 +112,5 @@ def test_volume_overlay_shows_three_orthogonal_slices():
     case = Case("c", image, label, spacing=(2.0, 1.0, 0.5))
     picture = volume_overlay(case.image, case.label, case.label, spacing=case.spacing)
     assert picture.ndim == 3 and picture.shape[2] == 3 and picture.shape[1] > picture.shape[0] >= 192
-    assert (picture == np.array([255, 255, 0], np.uint8)).all(-1).any()   # the reference contour is drawn
+    for k in (1, 2):  # each class's reference contour is drawn, in its colour
+        assert (picture == np.array(class_colour(k), np.uint8)).all(-1).any()

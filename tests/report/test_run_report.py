@@ -114,7 +114,7 @@ def test_report_2d_has_every_section(run2d, report2d):
                     "Cases, worst first", "Data", "Model", "Plan", "Time spent"):
         assert f"<h2>{heading}" in html, heading
     for text in ("HD95 px", "NSD", "Lesion F1", "cases missed", "FLOPs per patch", "GFLOPs", "parameters",
-                 "organ", "lesion", "worst:", "best:", "reference (ground truth) contour"):
+                 "organ", "lesion", "worst:", "best:", "outline: reference (ground truth)"):
         assert text in html, text
     assert "http://" not in html and "https://" not in html  # nothing fetched from anywhere
     _no_nan(html)

@@ -325,10 +325,10 @@ def apply_overrides(plan: dict, overrides: dict) -> dict:
             strides.append([2] * dims)
         plan["strides"] = strides
         plan["kernels"] = (list(plan.get("kernels", [])) + [[3] * dims] * (levels + 1))[: levels + 1]
-    if "minutes" in overrides and overrides["minutes"] is not None:
-        plan["epochs"] = None
-    if "epochs" in overrides and overrides["epochs"] is not None:
-        plan["minutes"] = None
+    for given, other in (("minutes", "epochs"), ("epochs", "minutes")):  # one budget: the other one goes
+        if overrides.get(given) is not None:
+            plan[other] = None
+            plan["reasons"][other] = f"none: the user set {given}"
     check_plan(plan)
     if any(key in overrides for key in NETWORK_KEYS):
         _estimate_again(plan)
@@ -352,13 +352,17 @@ def _estimate_again(plan: dict) -> None:
                                    budget.get("threads")), plan.get("model", "unet"))
     except (KeyError, TypeError, ValueError, RuntimeError):  # no fingerprint, or a network the counter cannot build
         if old:
-            old["network"] = "the planned one, before the user's overrides"
+            old["network"] = "the planned network, before the user's overrides"
         plan["estimate"] = old
         return
     if "dataset_memory_gb" in old:
         new["dataset_memory_gb"] = old["dataset_memory_gb"]
-    new["network"] = "the one that trains, with the user's overrides"
+    new["network"] = "the network with the user's overrides"
     plan["estimate"] = new
+    note, reason = "; step time and steps for the planned network (the estimate is for this one)", \
+        plan["reasons"].get("patch_size", "")
+    if "s/step" in reason and not reason.endswith(note):  # the planner's figures, not yet marked
+        plan["reasons"]["patch_size"] = reason + note
 
 
 def expected_steps(plan: dict | None, minutes: float | None) -> int | None:

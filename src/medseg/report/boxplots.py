@@ -25,9 +25,22 @@ def plot_case_boxes(rows: Sequence[dict], class_names: Sequence[str], out_png: P
     """Draw the box plots into out_png; None when no foreground class has any of the metrics.
 
     rows: `EvaluationResult.rows` (or the metrics.csv rows with numbers parsed); class_names
-    index by class; unit: of the distances (mm, or px for pictures without spacing). Distance
-    panels use a log scale when values span more than two decades.
+    index by class; unit: of the distances (mm, or px for pictures without spacing).
     """
+    fig = case_box_figure(rows, class_names, metrics, tolerance, unit)
+    if fig is None:
+        return None
+    out_png = Path(out_png)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    return out_png
+
+
+def case_box_figure(rows: Sequence[dict], class_names: Sequence[str],
+                    metrics: Sequence[tuple[str, str, tuple[float, float] | None]] = DEFAULT_METRICS,
+                    tolerance: float | None = None, unit: str = "mm") -> Figure | None:
+    """The box plots' figure (see `plot_case_boxes`). Distance panels start at 0 (a distance is
+    never negative) and use a symmetric log scale when values span more than two decades."""
     classes = sorted({int(r["class"]) for r in rows if int(r["class"]) > 0})
     panels = [(m, label, lim) for m, label, lim in metrics
               if any(isinstance(r.get(m), float) for r in rows if int(r["class"]) > 0)]
@@ -53,10 +66,10 @@ def plot_case_boxes(rows: Sequence[dict], class_names: Sequence[str], out_png: P
         positive = [v for d in data for v in d if v > 0]
         if lim is not None:
             ax.set_ylim(*lim)
-        elif positive and max(positive) / max(min(positive), 1e-9) > 100:
-            ax.set_yscale("symlog", linthresh=max(min(positive), 0.1))
+        else:
+            if positive and max(positive) / max(min(positive), 1e-9) > 100:
+                ax.set_yscale("symlog", linthresh=max(min(positive), 0.1))
+            # autoscaling padded below 0 (symlog: down to -10^0); all zeros: an axis up to 1
+            ax.set_ylim(0, None if positive else 1)
         ax.grid(axis="y", alpha=0.3)
-    out_png = Path(out_png)
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    return out_png
+    return fig

@@ -12,7 +12,7 @@ from html import escape
 from pathlib import Path
 
 from medseg.atomic import write_text
-from medseg.report.overlay import REF_COLOUR, class_colour
+from medseg.report.overlay import class_colour
 
 MIME_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 # summary_table rows with these "class" values are aggregates, not classes, in the colour legend.
@@ -48,6 +48,7 @@ h3 { font-size: 0.95rem; margin: 1.2rem 0 0.4rem; font-weight: 600; }
 .grid3d { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 1rem; }
 table.summary td { min-width: 8.5rem; }
 pre.plan { background: #f7f7f7; padding: 0.6rem; font-size: 0.8rem; max-height: 24rem; overflow: auto; }
+table.plan td.why { font-size: 0.85rem; color: #555; }
 .warning { background: #fff4e5; border-left: 4px solid #e67e22; padding: 0.5rem 0.8rem; max-width: 60rem; }
 """
 IMAGE_COUNTER = ("<script>addEventListener('load', () => { document.body.dataset.imagesLoaded = "
@@ -140,19 +141,22 @@ def _cell(value: object) -> str:
 
 
 def _legend(class_names: list[str]) -> str:
-    """What the overlay colours mean: one swatch per predicted class, and the reference contour."""
+    """What the overlay colours mean: one colour per class, filled where predicted and outlined
+    where the reference (ground truth) has it."""
     items = [
-        f'<span><span class="swatch" style="background: {_css_rgb(class_colour(i))}"></span>'
-        f"prediction: {escape(name)}</span>"
+        f'<span class="legend-class"><span class="swatch contour" style="border-color: {_css_rgb(class_colour(i))}; '
+        f'background: {_css_rgb(_tint(class_colour(i)))}"></span>{escape(name)}</span>'
         for i, name in enumerate(class_names, start=1)
     ]
     if not items:
-        items = ['<span>filled colour with outline: prediction (one colour per class)</span>']
-    items.append(
-        f'<span><span class="swatch contour" style="border-color: {_css_rgb(REF_COLOUR)}"></span>'
-        "reference (ground truth) contour</span>"
-    )
+        items = ['<span>one colour per class</span>']
+    items.append("<span>fill: prediction · outline: reference (ground truth), in the class's colour</span>")
     return f'<div class="legend">{"".join(items)}</div>'
+
+
+def _tint(colour: tuple[int, int, int], alpha: float = 0.35) -> tuple[int, int, int]:
+    """The fill colour of a class on a dark grey background, as the overlays blend it."""
+    return tuple(round((1 - alpha) * 51 + alpha * c) for c in colour)  # type: ignore[return-value]
 
 
 def _overlay_grid(overlays: list[tuple[str, Path]]) -> str:

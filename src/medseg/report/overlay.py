@@ -1,8 +1,10 @@
 """Overlay pictures: a scan with the predicted mask filled in colour and the reference as a contour.
 
-Prediction: semi-transparent fill plus a solid outline, one palette colour per class.
-Reference (ground truth): outline only, in REF_COLOUR (yellow, absent from the palette), so where
-the two disagree is visible at a glance. Class 0 is background and is never drawn.
+Each class has one colour (PALETTE), used for both: the prediction is a semi-transparent fill,
+the reference (ground truth) a solid outline of the same colour, so a class's miss (an outline
+around nothing), its spurious parts (fill outside the outline) and which class is which are
+visible at a glance, with one legend entry per class. Without a reference (`medseg predict`'s
+pictures) the prediction is outlined too. Class 0 is background and is never drawn.
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (170, 110, 40),   # brown
     (128, 0, 0),      # maroon
 )
-REF_COLOUR: tuple[int, int, int] = (255, 255, 0)  # yellow
+REF_COLOUR: tuple[int, int, int] = (255, 255, 0)  # yellow: kept out of the palette (reference outlines were
+                                                  # drawn in it before each class had its own outline colour)
 
 
 def class_colour(class_index: int) -> tuple[int, int, int]:
@@ -46,7 +49,8 @@ def outline_width(height: int, width: int) -> int:
 def overlay(
     image: np.ndarray, pred: np.ndarray | None = None, ref: np.ndarray | None = None, alpha: float = 0.35,
 ) -> np.ndarray:
-    """RGB uint8 (H, W, 3) picture of `image` with `pred` filled + outlined and `ref` outlined.
+    """RGB uint8 (H, W, 3) picture of `image` with `pred` filled and `ref` outlined, each class in
+    its colour; without `ref`, `pred` is outlined too.
 
     image: (H, W) or (C, H, W) channels-first; 3 channels are shown as RGB, otherwise the
     first channel as grey. Float images are rescaled with their 1/99 percentiles; uint8 images
@@ -66,13 +70,14 @@ def overlay(
         for k in classes:
             region = pred == k
             out[region] = (1.0 - alpha) * out[region] + alpha * np.array(class_colour(k), np.float32)
-        for k in classes:
-            out[_outline(pred == k, thickness)] = class_colour(k)
+        if ref is None:
+            for k in classes:
+                out[_outline(pred == k, thickness)] = class_colour(k)
     if ref is not None:
         ref = np.asarray(ref).astype(np.int64)
         for k in np.unique(ref):
             if k > 0:
-                out[_outline(ref == k, thickness)] = REF_COLOUR
+                out[_outline(ref == k, thickness)] = class_colour(int(k))
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 

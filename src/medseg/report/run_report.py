@@ -28,8 +28,10 @@ from ..runs import LOG_CSV, find_checkpoint, load_checkpoint, read_run_info
 from .boxplots import plot_case_boxes
 from .curves import plot_learning_curves, read_log
 from .html import page
+from .plan_table import plan_section
 from .sections import (cases_section, data_facts, facts_table, image_tag, model_facts, overlay_section,
-                       pick_overlays, plan_section, starvation_warning, summary_section, tensorboard_note, time_facts)
+                       pick_overlays, postprocessing_note, starvation_warning, summary_section, tensorboard_note,
+                       time_facts)
 
 __all__ = ["write_run_report", "read_metrics_csv", "rank_cases", "model_cost", "VALIDATION_DIR", "REPORT_NAME"]
 
@@ -39,6 +41,7 @@ VALIDATION_DIR = "validation"
 METRICS_CSV = "metrics.csv"
 SUMMARY_JSON = "summary.json"
 VALIDATION_INFO = "validation.json"
+POSTPROCESSING_JSON = "postprocessing.json"  # medseg.inference.postprocess writes it; the report only reads it
 
 
 # ----------------------------------------------------------------------------------- report
@@ -127,6 +130,7 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     rows = read_metrics_csv(val_dir / METRICS_CSV) if (val_dir / METRICS_CSV).is_file() else []
     evaluation = json.loads((val_dir / SUMMARY_JSON).read_text()) if (val_dir / SUMMARY_JSON).is_file() else {}
     record = json.loads((val_dir / VALIDATION_INFO).read_text()) if (val_dir / VALIDATION_INFO).is_file() else {}
+    spec = json.loads((run / POSTPROCESSING_JSON).read_text()) if (run / POSTPROCESSING_JSON).is_file() else None
     settings = evaluation.get("settings", {})
     if not class_names:
         class_names = list(settings.get("class_names") or [])
@@ -144,6 +148,7 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
             f"<h1>{escape(title)}</h1>",
             f'<p class="muted">{escape(str(run.resolve()))}</p>', starvation_warning(info),
             "<h2>Validation metrics</h2>", summary_section(evaluation, class_names, len(ranked)),
+            postprocessing_note(spec, record) if ranked else "",
             "<h2>Per-case distribution</h2>", image_tag(boxes, "per-case box plots", "curve")
             if boxes else '<p class="muted">No per-case metrics.</p>',
             "<h2>Best, median and worst validation cases</h2>", overlay_section(overlays, class_names, info),
@@ -157,7 +162,7 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
             "<h2>Cases, worst first</h2>", cases_section(ranked, class_names, settings.get("distance_unit", "mm")),
             "<h2>Data</h2>", facts_table(data_facts(info)),
             "<h2>Model</h2>", facts_table(model_facts(info, cost)),
-            "<h2>Plan</h2>", plan_section(info.get("plan")),
+            "<h2>Plan</h2>", plan_section(info.get("plan"), cost),
             "<h2>Time spent</h2>", facts_table(time_facts(info, record, time.perf_counter() - started)),
         ]
         html = page(title, sections)

@@ -1,7 +1,6 @@
 """The sections of the run report's HTML page, each drawn from what the run folder holds."""
 from __future__ import annotations
 
-import json
 import math
 from html import escape
 from pathlib import Path
@@ -250,21 +249,29 @@ def model_facts(info: dict, cost: dict) -> dict:
     return {k: v for k, v in facts.items() if v not in (None, "")}
 
 
-def plan_section(plan) -> str:
-    if not plan:
-        return '<p class="muted">This run has no plan (trained with fixed rules).</p>'
-    if isinstance(plan, dict):
-        rows = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(_plan_value(v))}</td></tr>"
-                       for k, v in plan.items() if k != "fingerprint")
-        return f'<table class="facts"><tbody>{rows}</tbody></table>'
-    return f'<pre class="plan">{escape(json.dumps(plan, indent=2))}</pre>'
-
-
-def _plan_value(value) -> str:
-    if isinstance(value, (dict, list)):
-        text = json.dumps(value)
-        return text if len(text) <= 400 else text[:400] + " ..."
-    return str(value)
+def postprocessing_note(spec: dict | None, record: dict) -> str:
+    """One line under the validation metrics: per class, the postprocessing `medseg predict`
+    applies (chosen on these cases, RUN/postprocessing.json) with Dice before and after, and
+    whether the metrics and pictures are after it (validation.json "postprocessing")."""
+    evidence = (spec or {}).get("evidence") or []
+    if not evidence:
+        return ""
+    chosen = list((spec or {}).get("largest_component_classes", []))
+    parts = "; ".join(
+        f"{escape(str(e['name']))}: "
+        + (f"largest component kept, Dice {e['dice_before']:.3f} before, {e['dice_after']:.3f} after"
+           if e["applied"] else f"not used (Dice {e['dice_before']:.3f}, {e['dice_after']:.3f} with it)")
+        for e in evidence)
+    if chosen and record.get("postprocessing") != chosen:
+        lead = ("<b>Before postprocessing:</b> these metrics and pictures are of the masks as predicted, before "
+                "the postprocessing <code>medseg predict</code> applies (chosen on these cases)")
+    elif chosen:
+        lead = ("<b>After postprocessing:</b> these metrics, box plots and pictures are of the masks "
+                "<code>medseg predict</code> gives, after the postprocessing chosen on these cases")
+    else:
+        lead = ("<b>No postprocessing:</b> keeping only the largest component raised no class's Dice on these "
+                "cases, so <code>medseg predict</code> applies none")
+    return f'<p class="note">{lead}. {parts}.</p>'
 
 
 def starvation_warning(info: dict) -> str:

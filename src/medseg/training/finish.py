@@ -2,6 +2,11 @@
 evaluated (RUN/validation), postprocessing is chosen on them (RUN/postprocessing.json), and the
 report is written. For a cross-validation folder the same is done on the pooled out-of-fold
 predictions of every finished fold.
+
+The validation masks and metrics the report shows are the ones `medseg predict` would give:
+after the postprocessing chosen on them. The choice needs the masks before it, so the masks it
+changed are kept as they were in RUN/validation/before_postprocessing/ (a cross-validation
+folder pools those), and validation.json records which classes were postprocessed.
 """
 from __future__ import annotations
 
@@ -19,19 +24,27 @@ from ..atomic import write_text
 from ..errors import MedsegInputError
 from ..evaluation import evaluate
 from ..inference import Predictor, output_suffix, read_input_case
-from ..inference.postprocess import choose_postprocessing, describe, write_postprocessing
+from ..inference.postprocess import apply_postprocessing, choose_postprocessing, describe, write_postprocessing
 from ..io import write_mask
 from ..io.dataset import read_case
 from ..io.labels import LabelMapping
 from ..io.layout import InputCase, describe_dataset
-from ..io.registry import case_stem, match_suffix, read_mask
+from ..io.registry import case_stem, is_mask_file, match_suffix, read_mask
 from ..report.run_report import (METRICS_CSV, SUMMARY_JSON, VALIDATION_DIR, VALIDATION_INFO, write_json,
                                  write_run_report)
 from ..runs import fold_runs, read_run_info, run_label_suffix
 
 
+RAW_DIR = "before_postprocessing"  # RUN/validation/<this>: the masks postprocessing changed, as predicted
+
+
+def _record(out: Path) -> dict:
+    path = out / VALIDATION_INFO
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def ensure_validation(run_dir: str | os.PathLike, *, device: str = "auto", checkpoint: str = "best",
-                      overwrite: bool = False) -> Path:
+                      overwrite: bool = False, postprocess: bool = True) -> Path:
     """RUN/validation with one predicted mask per validation case, metrics.csv and summary.json.
 
     Returns at once when metrics.csv and summary.json are already there (unless `overwrite`).
@@ -40,17 +53,23 @@ def ensure_validation(run_dir: str | os.PathLike, *, device: str = "auto", check
     recorded in run.json with the `checkpoint` weights, writes each mask as
     ``<case id><suffix>`` in the input's format and geometry (`medseg.inference.output_suffix`),
     and evaluates them with every metric (`medseg.evaluation.evaluate`, the run's label mapping and
-    class names). ``validation.json`` records the checkpoint and the seconds spent. A run without
+    class names). ``validation.json`` records the checkpoint, the seconds spent and the classes
+    whose postprocessing (the run's, as `medseg predict` applies it) the masks went through;
+    `postprocess=False` predicts them without it (and replaces postprocessed ones). A run without
     validation cases gets the folder with only validation.json in it.
     """
     run = Path(run_dir)
     info = read_run_info(run)
     out = run / VALIDATION_DIR
-    if not overwrite and (out / METRICS_CSV).is_file() and (out / SUMMARY_JSON).is_file():
+    complete = (out / METRICS_CSV).is_file() and (out / SUMMARY_JSON).is_file()
+    record = _record(out)
+    # postprocessed masks serve a caller who asks for them as predicted only when RAW_DIR holds the changed ones
+    if not overwrite and complete and (postprocess or not record.get("postprocessing") or record.get("raw_kept")):
         return out
+    overwrite = overwrite or complete  # postprocessed by the predictor, and masks as predicted are asked for
     val_ids = [str(c) for c in (info.get("split") or {}).get("val", [])]
     out.mkdir(parents=True, exist_ok=True)
-    record: dict = {"cases": len(val_ids), "checkpoint": checkpoint}
+    previous, record = record, {"cases": len(val_ids), "checkpoint": checkpoint}
     if not val_ids:
         write_json(out / VALIDATION_INFO, {**record, "note": "this run has no validation cases"})
         return out
@@ -68,30 +87,67 @@ def ensure_validation(run_dir: str | os.PathLike, *, device: str = "auto", check
     targets = {p.case_id: out / f"{p.case_id}{output_suffix(InputCase(p.case_id, p.image_files), None)}"
                for p in val_pairs}
     if overwrite or not all(t.is_file() for t in targets.values()):
-        predictor = Predictor(run, checkpoint=checkpoint, device=device)
+        predictor = Predictor(run, checkpoint=checkpoint, device=device, postprocess=postprocess)
         for stale in out.iterdir():  # masks of an earlier, interrupted attempt
             if stale.is_file() and stale.name not in (VALIDATION_INFO,):
                 stale.unlink()
+        shutil.rmtree(out / RAW_DIR, ignore_errors=True)
         for pair in val_pairs:
             item = InputCase(pair.case_id, pair.image_files)
             case = read_input_case(item, predictor.in_channels)
             write_mask(targets[pair.case_id], predictor.segment(case), case.meta)
         record["predict_s"] = round(time.perf_counter() - start, 2)
+        record["postprocessing"] = list((predictor.postprocessing or {}).get("largest_component_classes", []))
     else:  # every mask is there (e.g. only the metrics were deleted): evaluate them again
-        previous = out / VALIDATION_INFO
-        if previous.is_file():
-            record["predict_s"] = json.loads(previous.read_text()).get("predict_s")
+        record.update({k: previous[k] for k in ("predict_s", "postprocessing", "raw_kept") if k in previous})
+    _score(out, info, val_pairs, record)
+    return out
 
+
+def _score(out: Path, info: dict, val_pairs: list, record: dict) -> None:
+    """Evaluate RUN/validation's masks against the references (metrics.csv, summary.json, written
+    last: their presence means "complete") and write validation.json."""
     start = time.perf_counter()
     tmp_csv, tmp_json = out / (METRICS_CSV + ".tmp"), out / (SUMMARY_JSON + ".tmp")
+    for leftover in (tmp_csv, tmp_json):  # of an interrupted evaluation: the run folder's own files
+        leftover.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="medseg-references-") as links:
-        evaluate(out, reference_folder(val_pairs, Path(links)), cases=val_ids, mapping=info.get("label_mapping"),
-                 class_names=info.get("class_names"), csv_path=tmp_csv, json_path=tmp_json)
-    os.replace(tmp_csv, out / METRICS_CSV)  # written last: their presence means "complete"
+        evaluate(out, reference_folder(val_pairs, Path(links)), cases=[p.case_id for p in val_pairs],
+                 mapping=info.get("label_mapping"), class_names=info.get("class_names"), csv_path=tmp_csv,
+                 json_path=tmp_json)
+    os.replace(tmp_csv, out / METRICS_CSV)
     os.replace(tmp_json, out / SUMMARY_JSON)
     record["evaluate_s"] = round(time.perf_counter() - start, 2)
     write_json(out / VALIDATION_INFO, record)
-    return out
+
+
+def postprocess_validation(run: Path, spec: dict) -> None:
+    """Make RUN/validation what `medseg predict` gives: the chosen postprocessing applied to the
+    masks as predicted (those it changes are kept in RAW_DIR), then scored again."""
+    info, out = read_run_info(run), run / VALIDATION_DIR
+    record = _record(out)
+    chosen = list(spec.get("largest_component_classes", []))
+    if record.get("postprocessing", []) == chosen and (record.get("raw_kept") or not chosen):
+        return  # applied already, or nothing was nor is
+    pairs, _ = describe_dataset(Path(info["data"]), label_suffix=run_label_suffix(info))
+    by_id = {p.case_id: p for p in pairs}
+    raw_dir = out / RAW_DIR
+    for mask_path in sorted(p for p in out.iterdir() if p.is_file() and is_mask_file(p) and case_stem(p) in by_id):
+        kept = raw_dir / mask_path.name
+        raw = np.asarray(read_mask(kept if kept.is_file() else mask_path))
+        done = apply_postprocessing(raw, spec)
+        if np.array_equal(done, raw):
+            if kept.is_file():  # an earlier choice changed it, this one does not
+                os.replace(kept, mask_path)
+            continue
+        if not kept.is_file():
+            raw_dir.mkdir(exist_ok=True)
+            shutil.copy2(mask_path, kept)
+        pair = by_id[case_stem(mask_path)]
+        meta = read_input_case(InputCase(pair.case_id, pair.image_files)).meta  # the input's geometry
+        write_mask(mask_path, done, meta)
+    record.update(postprocessing=chosen, raw_kept=True)
+    _score(out, info, [by_id[c] for c in (info.get("split") or {}).get("val", []) if c in by_id], record)
 
 
 def reference_folder(pairs: list, links: Path) -> Path:
@@ -112,10 +168,12 @@ def reference_folder(pairs: list, links: Path) -> Path:
 
 
 def _validation_cases(run: Path):
-    """(predicted mask, reference label) per validation case of a finished run, read lazily."""
+    """(predicted mask, reference label) per validation case of a finished run, read lazily: the
+    masks as predicted, before any postprocessing (what a choice of postprocessing is made on)."""
     info = read_run_info(run)
-    val_dir = ensure_validation(run)
+    val_dir = ensure_validation(run, postprocess=False)
     masks = {case_stem(p): p for p in val_dir.iterdir() if p.is_file() and not p.name.endswith((".csv", ".json"))}
+    masks.update({case_stem(p): p for p in (val_dir / RAW_DIR).glob("*") if p.is_file()})
     val_ids = [str(c) for c in (info.get("split") or {}).get("val", [])]
     if not val_ids:
         return info, []
@@ -139,6 +197,7 @@ def finish_run(run: str | os.PathLike, report: bool = True) -> dict:
     spec["chosen_on"] = f"validation split of {run.name} ({len(cases)} cases)"
     write_postprocessing(run, spec)
     print(describe(spec))
+    postprocess_validation(run, spec)
     if report:
         _write_report(run)
     return spec
