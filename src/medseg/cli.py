@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the sliding-window network (~18 s once, then a few per cent faster windows on a "
                    "CPU); default: on a CPU once the windows still ahead repay the compilation (folders, big volumes)")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay pictures")
-    p.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace masks medseg wrote earlier in --out; a folder "
+                   "holding files medseg did not write (e.g. reference labels) is refused in any case")
     p.add_argument("--keep-going", action="store_true", help="skip inputs that cannot be read or do not fit the "
                    "model, predict the others and list the skipped ones at the end (exit code 2); without it, "
                    "every input is checked first and a bad one stops the command before any mask is written")
@@ -189,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-label", dest="ignore_label", type=float, metavar="VALUE",
                    help="reference value meaning 'not annotated' (sparse labels): such voxels count in no metric")
     p.add_argument("--no-lesions", action="store_true", help="skip lesion-wise detection")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation.csv/.json")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation.csv/.json medseg wrote")
+    p.add_argument("--accept-identical", action="store_true", help="score predictions that are byte for byte "
+                   "their reference masks (refused by default: copies of the references score a perfect 1.000)")
     p.add_argument("--accept-spacing", action="store_true", help="score 3D predictions whose voxel spacing differs "
                    "from the reference's (on the reference's spacing, with a warning) instead of refusing them")
 
@@ -341,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                                   tolerance=args.tolerance, spacing=args.spacing,
                                   distances=not args.no_distances, lesions=not args.no_lesions,
                                   ignore_label=args.ignore_label, overwrite=args.overwrite,
-                                  check_spacing=not args.accept_spacing)
+                                  check_spacing=not args.accept_spacing, accept_identical=args.accept_identical)
             print(result.table())
             print(f"per-case rows: {args.csv or args.pred / 'evaluation.csv'}; summary: {args.json or args.pred / 'evaluation.json'}")
         elif args.command == "report":

@@ -41,11 +41,12 @@ from typing import Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..atomic import check_writable
 from ..errors import MedsegInputError
+from ..manifest import record_outputs
 from ..io.dataset import LABEL_DIR_NAMES, natural_key
 from ..io.labels import IGNORE_INDEX, LabelMapping, infer_label_mapping
 from ..io.registry import case_stem, is_mask_file, read_image_header, read_mask
+from .checks import check_output, identical_pairs
 from .metrics import ALL_METRIC_NAMES, case_metrics
 from .result import STATS, STATUSES, EvaluationResult, case_status, default_class_names
 
@@ -201,6 +202,7 @@ def evaluate(
     ignore_label: float | None = None,
     overwrite: bool = True,
     check_spacing: bool = True,
+    accept_identical: bool = False,
 ) -> EvaluationResult:
     """Score every reference mask against the prediction with the same stem.
 
@@ -217,8 +219,12 @@ def evaluate(
     ignore_label: reference value meaning "not annotated" (sparse labels; a run's mapping carries
                  it): those voxels count in no metric (`medseg.evaluation.metrics.case_metrics`).
     overwrite:   False refuses a csv_path / json_path that already exists (an earlier evaluation).
+                 A file there that medseg did not write (not in its folder's medseg-outputs.json)
+                 is refused in any case; written files are recorded there.
     check_spacing: refuse a 3D prediction whose header spacing differs from its reference's (a
                  mask on another grid scores wrong distances and volumes); False only warns.
+    accept_identical: score predictions that are byte for byte their references (refused when
+                 all of them are, or when both folders are one: the scores would measure nothing).
     Output files are checked for writability before any case is scored.
     """
 
@@ -228,11 +234,12 @@ def evaluate(
     if not pred_root.is_dir():
         raise MedsegInputError(pred_root, "predictions must be a folder of masks")
     ref_folder = _mask_folder(ref_root, "reference")
-    for out in (p for p in (csv_path, json_path) if p is not None):
-        if not overwrite and Path(out).exists():
-            raise FileExistsError(f"{out}: an earlier evaluation is there; use --overwrite to replace it or "
-                                  "--csv/--json to write elsewhere (nothing was overwritten)")
-        check_writable(out)
+    if pred_root.resolve() == ref_folder.resolve() and not accept_identical:
+        raise MedsegInputError(pred_root, f"is the reference folder itself ({ref_folder}): every prediction would be "
+                               "scored against itself, perfectly. Give the folder of predicted masks and the folder "
+                               "of reference masks")
+    for out in (Path(p) for p in (csv_path, json_path) if p is not None):
+        check_output(out, overwrite)
     refs = _masks_by_stem(ref_folder, "reference")
     preds = _masks_by_stem(pred_root, "predicted")
 
@@ -252,6 +259,7 @@ def evaluate(
     if extra:
         warnings.warn(f"{pred_root}: {len(extra)} prediction(s) have no reference mask and are ignored: {_names(extra)}",
                       stacklevel=2)
+    identical = identical_pairs([(preds[s], refs[s]) for s in order], pred_root, accept_identical)
 
     # values -> classes
     if isinstance(mapping, dict):
@@ -323,6 +331,7 @@ def evaluate(
         "prediction_mapping": pred_mapping.to_dict(),
         "cases": len(order),
         "ignored_predictions": [p.name for p in extra],
+        "identical_to_reference": identical,
         "std": "sample standard deviation over cases (ddof=1)",
         "spacing_source": "given" if spacing is not None else ("reference headers" if dims == 3 else "1 per pixel"),
         "spacings": sorted(list(s) for s in spacings)[:20],
@@ -338,6 +347,8 @@ def evaluate(
         },
     }
     result = EvaluationResult(rows=rows, summary=summary, settings=settings, metric_names=metric_names)
+    for out in (Path(p) for p in (csv_path, json_path) if p is not None and not Path(p).name.startswith(".")):
+        record_outputs(out.parent, [out.name], "medseg evaluate")
     if csv_path is not None:
         result.to_csv(csv_path)
     if json_path is not None:

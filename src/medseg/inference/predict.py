@@ -13,8 +13,9 @@ from tqdm.auto import tqdm
 
 from ..case import Case
 from ..errors import MedsegInputError
-from ..evaluation.statistics import structure_statistics, write_statistics
+from ..evaluation.statistics import STATISTICS_CSV, STATISTICS_JSON, structure_statistics, write_statistics
 from ..locks import output_lock
+from ..manifest import check_output_folder, record_outputs
 from ..io.dataset import read_image_channels
 from ..io.layout import InputCase, prediction_inputs
 from ..io.registry import MASK_WRITE_SUFFIXES, match_suffix, read_image_header
@@ -97,8 +98,10 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
     Masks go to OUT/<case><suffix> (`output_suffix`), overlays to OUT/overlays/<case>.png (3D:
     three orthogonal slices through the predicted structure), and the size, pieces, box and
     intensities of every predicted structure to OUT/statistics.csv and .json
-    (`medseg.evaluation.statistics`). Existing files are never replaced
-    unless `overwrite`, and an input file is never written over in any case. `skip_empty=True`
+    (`medseg.evaluation.statistics`). OUT must be new or hold only what medseg wrote there (its
+    record, OUT/medseg-outputs.json: `medseg.manifest`): a folder holding anything else, such as
+    reference labels, is refused, `overwrite` included. Masks already there are replaced only with
+    `overwrite`, and an input file is never written over in any case. `skip_empty=True`
     does not run the network on windows that hold nothing but background (`Predictor`).
     `compile`: "auto" switches the windows to `torch.compile` on a CPU once the windows still
     ahead (this case's, and as many for every case to come) would repay the compilation
@@ -138,11 +141,9 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
     written: list[Path] = []
     statistics: list[dict] = []
     with output_lock(out, "--out folder of the masks"):
-        if not overwrite:
-            existing = [t for t in targets if t.exists()]
-            if existing:
-                raise FileExistsError(f"{existing[0]}: already exists ({len(existing)} of the masks to write do); "
-                                      "use --overwrite to replace them or choose another --out")
+        check_output_folder(out, targets, overwrite=overwrite, what="masks", tag="predictions")
+        record_outputs(out, [t.name for t in targets] + [STATISTICS_CSV, STATISTICS_JSON]
+                       + (["overlays/"] if overlays else []), "medseg predict")
         for index, (item, target) in enumerate(tqdm(list(zip(items, targets)), desc="predicting", unit="case",
                                                      disable=None)):
             predictor.cases_ahead = len(items) - index - 1

@@ -108,13 +108,14 @@ def _score(out: Path, info: dict, val_pairs: list, record: dict) -> None:
     """Evaluate RUN/validation's masks against the references (metrics.csv, summary.json, written
     last: their presence means "complete") and write validation.json."""
     start = time.perf_counter()
-    tmp_csv, tmp_json = out / (METRICS_CSV + ".tmp"), out / (SUMMARY_JSON + ".tmp")
-    for leftover in (tmp_csv, tmp_json):  # of an interrupted evaluation: the run folder's own files
+    tmp_csv, tmp_json = out / f".{METRICS_CSV}.tmp", out / f".{SUMMARY_JSON}.tmp"  # hidden: the run's own
+    for leftover in (tmp_csv, tmp_json):  # of an interrupted evaluation
         leftover.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="medseg-references-") as links:
+        # the masks were predicted here, never copied: a perfect model may write them as the references are
         evaluate(out, reference_folder(val_pairs, Path(links)), cases=[p.case_id for p in val_pairs],
                  mapping=info.get("label_mapping"), class_names=info.get("class_names"), csv_path=tmp_csv,
-                 json_path=tmp_json)
+                 json_path=tmp_json, accept_identical=True)
     os.replace(tmp_csv, out / METRICS_CSV)
     os.replace(tmp_json, out / SUMMARY_JSON)
     record["evaluate_s"] = round(time.perf_counter() - start, 2)
