@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="do not keep resampled cases on disk "
                    "($MEDSEG_CACHE, default ~/.cache/medseg/preprocessed)")
     p.add_argument("--iterations-per-epoch", type=int, help="steps between validations/checkpoints")
-    p.add_argument("--lr", type=float, help="initial learning rate of Adam")
+    p.add_argument("--lr", type=float, help="initial learning rate of AdamW (warm-up, then polynomial decay)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto measures whether bf16 is faster here")
     p.add_argument("--no-augment", action="store_true", help="switch off augmentation")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -136,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation: average over flips (default: on for 2D images, off for volumes, "
                    "where it costs 8 network passes per window)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the sliding-window network (~18 s once, then a few per cent faster windows on a "
-                   "CPU); default: on a CPU once the windows still ahead repay the compilation (folders, big volumes)")
+                   help="torch.compile the sliding-window network: ~18 s once, then windows between 10 %% slower and 4 %% "
+                   "faster on a CPU (docs/decisions.md); default: only once about a thousand seconds of windows lie "
+                   "ahead (large folders); the masks are the same either way")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay pictures")
     p.add_argument("--overwrite", action="store_true", help="replace masks medseg wrote earlier in --out; a folder "
                    "holding files medseg did not write (e.g. reference labels) is refused in any case")
@@ -180,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "in only one of the masks scores Dice 0 and the image diagonal as distance (never NaN).")
     p.add_argument("pred", type=Path, help="folder of predicted masks")
     p.add_argument("labels", type=Path, help="folder of reference masks (or a dataset folder with labels/)")
+    p.add_argument("--cases", type=lambda t: [c.strip() for c in t.split(",") if c.strip()],
+                   help="score only these cases (file name stems, e.g. case_001,case_007)")
+    p.add_argument("--only-predicted", action="store_true", help="score only the references that have a "
+                   "prediction (a few predicted cases against a whole label folder)")
+    p.add_argument("--run", type=Path, help="take the class names from this run folder (default: a dataset.json "
+                   "beside LABELS, else class1, class2, ...)")
+    p.add_argument("--class-names", type=lambda t: [n.strip() for n in t.split(",")],
+                   help="names of classes 0..K-1, e.g. background,liver,tumour")
     p.add_argument("--json", type=Path, help="summary JSON (default PRED/evaluation.json)")
     p.add_argument("--csv", type=Path, help="per-case CSV (default PRED/evaluation.csv)")
     p.add_argument("--num-classes", type=int, help="number of classes (default: from the masks)")
@@ -338,7 +347,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"ONNX model written to {api.export_onnx(args.run, args.out, checkpoint=args.checkpoint)}")
         elif args.command == "evaluate":
-            result = api.evaluate(args.pred, args.labels, num_classes=args.num_classes,
+            from .runs import read_run_info
+            names = args.class_names or (read_run_info(args.run).get("class_names") if args.run else None)
+            result = api.evaluate(args.pred, args.labels, num_classes=args.num_classes, class_names=names,
+                                  cases=args.cases, only_predicted=args.only_predicted,
                                   csv_path=args.csv or args.pred / "evaluation.csv",
                                   json_path=args.json or args.pred / "evaluation.json",
                                   tolerance=args.tolerance, spacing=args.spacing,

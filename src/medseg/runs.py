@@ -71,6 +71,21 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+def not_a_run(path: str | os.PathLike, missing: str = "no run.json, no checkpoints/") -> MedsegInputError:
+    """The error for a path given as a run folder that is none: "not found" when nothing is
+    there; the run inside when it holds one (a demo folder keeps its run in OUT/run); else what
+    is missing."""
+    path = Path(path)
+    if not path.exists():
+        return MedsegInputError(path, "not found (a run folder made by `medseg train` was expected)")
+    inside = sorted(p.parent for p in path.glob(f"*/{RUN_INFO}")) if path.is_dir() else []
+    if inside:
+        what = "a demo folder" if (path / "run" / RUN_INFO).is_file() else "a folder holding run folders"
+        names = ", ".join(str(p) for p in inside[:3])
+        return MedsegInputError(path, f"is {what}, not a run folder; the run is inside it: use {names}")
+    return MedsegInputError(path, f"is not a medseg run folder ({missing}); train one with `medseg train`")
+
+
 def find_checkpoint(run: Path, which: str = "best") -> Path:
     """RUN/checkpoints/{which}.pt, falling back from best to last (a run without validation)."""
     run = Path(run)
@@ -78,7 +93,7 @@ def find_checkpoint(run: Path, which: str = "best") -> Path:
         candidate = checkpoint_path(run, name)
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"{run}: not a medseg run folder (no checkpoints/{which}.pt); train one with `medseg train`")
+    raise not_a_run(run, f"no checkpoints/{which}.pt")
 
 
 def model_from_state(state: dict, device: torch.device | str | None = None) -> nn.Module:
@@ -96,7 +111,7 @@ def read_run_info(run_dir: str | os.PathLike) -> dict:
     """run.json of a run folder, with a clear error when it is not one."""
     path = Path(run_dir) / RUN_INFO
     if not path.is_file():
-        raise MedsegInputError(Path(run_dir), "is not a medseg run folder (no run.json)")
+        raise not_a_run(run_dir, "no run.json")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:

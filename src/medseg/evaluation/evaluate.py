@@ -32,6 +32,7 @@ a single case), median, min, max and n over cases.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -79,6 +80,24 @@ def _masks_by_stem(folder: Path, role: str) -> dict[str, Path]:
     if not found:
         raise MedsegInputError(folder, f"holds no {role} mask files")
     return found
+
+
+def declared_class_names(*folders: Path) -> list[str] | None:
+    """Class names from a dataset.json in (or above) the reference folder: MSD's {"0": "background",
+    "1": "anterior"} or nnU-Net's {"background": 0, "liver": 1}; None without one (or regions)."""
+    for path in dict.fromkeys(f / "dataset.json" for folder in folders for f in (folder, folder.parent)):
+        try:
+            labels = json.loads(path.read_text()).get("labels")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(labels, dict):
+            continue
+        pairs = ([(int(k), str(v)) for k, v in labels.items()] if all(str(k).isdigit() for k in labels)
+                 else [(v, str(k)) for k, v in labels.items() if isinstance(v, int)])
+        found = dict(pairs)
+        if found and sorted(found) == list(range(len(found))):
+            return [found[k] for k in range(len(found))]
+    return None
 
 
 def _names(paths: Sequence[Path], limit: int = 10) -> str:
@@ -203,15 +222,19 @@ def evaluate(
     overwrite: bool = True,
     check_spacing: bool = True,
     accept_identical: bool = False,
+    only_predicted: bool = False,
 ) -> EvaluationResult:
     """Score every reference mask against the prediction with the same stem.
 
     num_classes: K; default: the reference mapping's (or ``len(class_names)``).
-    class_names: one name per class (list, or {index: name}); default background, class1, ...
+    class_names: one name per class (list, or {index: name}); default: the labels of a dataset.json
+                 beside the references (MSD, nnU-Net), else background, class1, ...
     mapping:     the references' LabelMapping (or its dict); default: inferred from the references.
     csv_path / json_path: where to write the per-case rows / summary + settings.
     cases:       evaluate only these case ids (name stems), e.g. a run's validation split out of
                  a dataset's label folder; each needs a reference and a prediction.
+    only_predicted: evaluate only the references that have a prediction (a few predicted cases
+                 against a whole label folder); by default a reference without one is an error.
     spacing:     voxel size in mm per axis for every case; default: each reference's header (3D)
                  or 1 (2D pictures).
     tolerance:   NSD tolerance in mm. percentile: of the surface distances (95: HD95).
@@ -251,10 +274,15 @@ def evaluate(
                                                f"{', '.join(unknown[:10])}")
         preds = {c: p for c, p in preds.items() if c in wanted or c not in refs}  # others: not asked for
         refs = {c: refs[c] for c in wanted}
+    if only_predicted:
+        refs = {c: r for c, r in refs.items() if c in preds}
+        if not refs:
+            raise MedsegInputError(pred_root, f"none of its predictions has a reference mask in {ref_folder}")
     order = sorted(refs, key=natural_key)
     missing = [refs[s] for s in order if s not in preds]
     if missing:
-        raise MedsegInputError(pred_root, f"{len(missing)} reference mask(s) have no prediction here: {_names(missing)}")
+        raise MedsegInputError(pred_root, f"{len(missing)} reference mask(s) have no prediction here: {_names(missing)}; "
+                               "--only-predicted scores only the cases predicted, --cases the ones named")
     extra = [preds[s] for s in sorted(preds, key=natural_key) if s not in refs]
     if extra:
         warnings.warn(f"{pred_root}: {len(extra)} prediction(s) have no reference mask and are ignored: {_names(extra)}",
@@ -279,7 +307,8 @@ def evaluate(
         raise MedsegInputError(ref_folder, f"num_classes={num_classes} but the reference masks store "
                                            f"{ref_mapping.num_classes} classes ({ref_mapping.describe()})")
     if names is None:
-        names = default_class_names(num_classes)
+        declared = declared_class_names(ref_root, ref_folder)  # MSD / nnU-Net: dataset.json names its classes
+        names = declared if declared and len(declared) == num_classes else default_class_names(num_classes)
     if len(names) != num_classes:
         raise ValueError(f"{len(names)} class names given for {num_classes} classes")
     pred_paths = [preds[s] for s in order]

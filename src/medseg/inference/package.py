@@ -40,7 +40,7 @@ import torch
 from ..atomic import atomic_path
 from ..errors import MedsegInputError
 from ..report.run_report import SUMMARY_JSON, VALIDATION_DIR
-from ..runs import CHECKPOINTS, PLAN_FILE, RUN_INFO, find_checkpoint, fold_runs, load_checkpoint
+from ..runs import CHECKPOINTS, PLAN_FILE, RUN_INFO, find_checkpoint, fold_runs, load_checkpoint, not_a_run
 from .postprocess import POSTPROCESSING_FILE
 
 __all__ = ["PACKAGE_FORMAT", "MANIFEST", "export_package", "read_package", "unpack_package"]
@@ -147,7 +147,7 @@ def export_package(run: str | os.PathLike, out: str | os.PathLike, *, card: str 
     members, first_plan, first_info, first_state = [], None, {}, None
     members_found = [run] if (run / CHECKPOINTS).is_dir() else fold_runs(run)
     if not members_found:
-        raise FileNotFoundError(f"{run}: not a medseg run folder (no checkpoints/ and no trained fold_K/ folders)")
+        raise not_a_run(run, "no checkpoints/ and no trained fold_K/ folders")
     for member in members_found:
         prefix = "" if member == run else f"{member.name}/"
         weights, state = _slim_checkpoint(find_checkpoint(member, checkpoint))

@@ -18,7 +18,7 @@ from ..device import choose_precision, memory_format, resolve_device
 from ..errors import MedsegInputError
 from ..io.layout import DatasetInfo
 from ..nets import axis_divisors
-from ..runs import CHECKPOINTS, find_checkpoint, fold_runs, load_checkpoint, model_from_state
+from ..runs import CHECKPOINTS, find_checkpoint, fold_runs, load_checkpoint, model_from_state, not_a_run
 from .compile import CompilingNetwork, prediction_network
 from .onnx_backend import onnx_model_for
 from .package import unpack_package
@@ -171,8 +171,7 @@ def member_runs(run: Path, folds: list[int] | None = None) -> list[Path]:
         return [run]
     runs = fold_runs(run)
     if not runs:
-        raise FileNotFoundError(f"{run}: not a medseg run folder (no checkpoints/ and no trained fold_K/ folders); "
-                                "train one with `medseg train`")
+        raise not_a_run(run, "no checkpoints/ and no trained fold_K/ folders")
     if folds:
         wanted = {f"fold_{int(f)}" for f in folds}
         missing = sorted(wanted - {r.name for r in runs})
