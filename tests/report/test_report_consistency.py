@@ -16,7 +16,7 @@ import medseg
 import medseg.api
 from medseg.data.synthetic import write_phantom_dataset
 from medseg.inference.postprocess import largest_component
-from medseg.io import read_mask
+from medseg.io import read_mask, write_mask
 from medseg.report.boxplots import case_box_figure
 from medseg.report.overlay import class_colour
 from medseg.report.run_report import read_metrics_csv
@@ -41,6 +41,11 @@ def run(tmp_path_factory) -> Path:
     real_choice = finish.choose_postprocessing
 
     def keep_organ(cases, num_classes, class_names=None):
+        # two stray organ islands in one predicted mask: keeping the largest component must change it
+        first = sorted((root / "run" / "validation").glob("*.png"))[0]
+        mask = np.array(read_mask(first))
+        mask[0:3, 0:3], mask[-4:-1, -4:-1] = 1, 1
+        write_mask(first, mask)
         spec = real_choice(cases, num_classes, class_names)
         spec["largest_component_classes"] = [1]
         for entry in spec["evidence"]:
@@ -57,6 +62,7 @@ def test_validation_is_what_predict_gives(run: Path):
     val = run / "validation"
     spec = json.loads((run / "postprocessing.json").read_text())
     assert json.loads((val / "validation.json").read_text())["postprocessing"] == [1]
+    assert list((val / finish.RAW_DIR).glob("*.png"))  # the changed masks, kept as predicted
     for mask in sorted(val.glob("*.png")):  # each mask is its as-predicted self after postprocessing
         raw_file = val / finish.RAW_DIR / mask.name
         raw = read_mask(raw_file if raw_file.is_file() else mask)
@@ -126,3 +132,15 @@ def test_distance_axes_start_at_zero():
     assert limits["Dice"] == (0.0, 1.02)
     perfect = [{**r, "hd95": 0.0, "assd": 0.0} for r in rows]
     assert case_box_figure(perfect, list(CLASSES)).axes[2].get_ylim() == (0.0, 1.0)
+
+
+def test_choices_are_made_on_the_masks_as_predicted(run: Path):
+    """Postprocessing for a cross-validation folder is chosen on its folds' masks as predicted: the
+    ones postprocessing changed come from before_postprocessing/, the others from validation/."""
+    _, cases = finish._validation_cases(run)
+    val = run / "validation"
+    assert cases
+    for case_id, load in cases:
+        raw_file = val / finish.RAW_DIR / f"{case_id}.png"
+        pred, _ = load(case_id)
+        assert np.array_equal(pred, read_mask(raw_file if raw_file.is_file() else val / f"{case_id}.png"))
