@@ -6,6 +6,7 @@ tests/helpers.py; this file puts tests/ on sys.path so every test folder imports
 """
 from __future__ import annotations
 
+import locale
 import os
 import sys
 from pathlib import Path
@@ -28,6 +29,22 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("MEDSEG_CACHE", None)
     else:
         os.environ["MEDSEG_CACHE"] = old
+
+
+SESSION_LOCALE = locale.setlocale(locale.LC_ALL)
+
+
+@pytest.fixture(autouse=True)
+def _locale_restored():
+    """Every test runs, and ends, in the locale the session started with. SimpleITK's DICOM writer
+    switches the process to the "C" locale (ASCII), after which a `read_text()` without an encoding
+    fails on UTF-8 files (torch's kernel templates, this package's sources): test order decided
+    failures. Restored before the test too, since module fixtures (set up first) may write DICOM."""
+    if locale.setlocale(locale.LC_ALL) != SESSION_LOCALE:
+        locale.setlocale(locale.LC_ALL, SESSION_LOCALE)
+    yield
+    if locale.setlocale(locale.LC_ALL) != SESSION_LOCALE:
+        locale.setlocale(locale.LC_ALL, SESSION_LOCALE)
 
 
 @pytest.fixture
