@@ -3,7 +3,6 @@ flat folder with two observers, the Kaggle LGG per-patient folders, and splits t
 of one patient (or one child) together."""
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from conftest import real_dataset
+from helpers import real_dataset
 from medseg.errors import MedsegInputError
 from medseg.io import (
     describe_dataset,
@@ -22,9 +21,11 @@ from medseg.io import (
     read_mask,
     validate_dataset,
 )
-from medseg.io.dataset import CasePair
+from medseg.io.dataset import CasePair, natural_key
 from medseg.io.groups import case_grouping, case_groups, group_cases, grouped_folds, grouped_split, pattern_group
 from medseg.io.side_by_side import LABEL_SUFFIXES, normalise_label_suffix
+from medseg.training.cases import MAX_VAL_CASES, split_cases
+from medseg.training.folds import make_splits
 
 imagecodecs = pytest.importorskip("imagecodecs", reason="compressed TIFFs need imagecodecs (a medseg dependency)")
 
@@ -272,28 +273,50 @@ def test_name_patterns():
 
 # ----------------------------------------------------------------------------- splits
 
-def _today(module_new: str, module_old: str, name: str):
-    try:
-        return getattr(importlib.import_module(module_new), name)
-    except ImportError:
-        return getattr(importlib.import_module(module_old), name)
+def ungrouped_split(ids: list[str], val_fraction: float | None, seed: int, max_val: int) -> tuple[list, list]:
+    """The case-level split medseg made before cases were grouped (kept here as the reference)."""
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_val = min(max_val, int(round(len(ids) * 0.2))) if val_fraction is None else int(round(len(ids) * val_fraction))
+    if (val_fraction is None or val_fraction > 0) and len(ids) >= 2:
+        n_val = max(1, n_val)
+    n_val = min(n_val, len(ids) - 1)
+    return (sorted((ids[i] for i in order[n_val:]), key=natural_key),
+            sorted((ids[i] for i in order[:n_val]), key=natural_key))
+
+
+def ungrouped_folds(ids: list[str], folds: int, seed: int) -> list[dict]:
+    """The round-robin folds medseg dealt before cases were grouped (the reference)."""
+    ids = sorted(ids, key=natural_key)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    members = [[ids[i] for i in order[f::folds]] for f in range(folds)]
+    return [{"train": sorted((c for g in range(folds) if g != f for c in members[g]), key=natural_key),
+             "val": sorted(members[f], key=natural_key)} for f in range(folds)]
 
 
 @pytest.mark.parametrize("dataset", ["msd-hippocampus", "chasedb1"])
-def test_singleton_groups_reproduce_todays_split_and_folds(dataset):
-    split_cases = _today("medseg.training.cases", "medseg.train", "split_cases")
-    make_splits = _today("medseg.training.folds", "medseg.crossval", "make_splits")
-    max_val = _today("medseg.training.cases", "medseg.train", "MAX_VAL_CASES")
+def test_singleton_groups_reproduce_the_ungrouped_split_and_folds(dataset):
     pairs, _ = describe_dataset(real_dataset(dataset))
     ids = [p.case_id for p in pairs]
     own = {c: c for c in ids}
     for seed in (0, 1, 7):
         for fraction in (None, 0.0, 0.1, 0.25, 0.9):
-            train, val = split_cases(pairs, fraction, seed)
-            assert grouped_split(ids, own, fraction, seed, max_val) == ([p.case_id for p in train],
-                                                                        [p.case_id for p in val])
+            assert grouped_split(ids, own, fraction, seed, MAX_VAL_CASES) == ungrouped_split(ids, fraction, seed,
+                                                                                              MAX_VAL_CASES)
         for folds in (2, 5):
-            assert grouped_folds(ids, own, folds, seed) == make_splits(ids, folds, seed)
+            assert grouped_folds(ids, own, folds, seed) == ungrouped_folds(ids, folds, seed)
+
+
+def test_training_split_is_grouped_and_unchanged_where_every_case_is_its_own_group():
+    hippo, _ = describe_dataset(real_dataset("msd-hippocampus"))     # no groups: the split of before
+    train, val = split_cases(hippo, None, 0)
+    assert ([p.case_id for p in train], [p.case_id for p in val]) == ungrouped_split(
+        [p.case_id for p in hippo], None, 0, MAX_VAL_CASES)
+    chase, _ = describe_dataset(real_dataset("chasedb1"))            # both eyes of a child on one side
+    train, val = split_cases(chase, None, 0)
+    child = lambda case: case[:-1]  # noqa: E731  (Image_01L -> Image_01)
+    assert {child(p.case_id) for p in train}.isdisjoint({child(p.case_id) for p in val})
+    folds = make_splits([p.case_id for p in chase], 5, 0, {p.case_id: child(p.case_id) for p in chase})
+    assert all({child(c) for c in f["train"]}.isdisjoint({child(c) for c in f["val"]}) for f in folds)
 
 
 def test_grouped_split_and_folds_keep_patients_together():
