@@ -49,7 +49,7 @@ def modules() -> dict[str, Path]:
 
 def imports_of(name: str, path: Path) -> list[tuple[str, bool]]:
     """(imported medseg module or third-party name, whether the import sits inside a function)."""
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: list[tuple[str, bool]] = []
 
@@ -143,7 +143,7 @@ def test_imports_inside_functions_only_for_optional_dependencies():
 
 
 def test_files_stay_small():
-    sizes = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
+    sizes = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in modules().items()}
     big = {n: s for n, s in sizes.items() if s > MAX_LINES}
     assert not big, f"files over {MAX_LINES} lines: {big}"
     assert sizes["medseg.training.trainer"] < MAX_LINES_LOOP
@@ -154,7 +154,7 @@ def test_package_faces_only_reexport():
     The package's own face may also re-export lazily (`TYPE_CHECKING` imports and a module
     `__getattr__`), so that `medseg --help` does not load torch."""
     for path in SRC.rglob("__init__.py"):
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:
             if path.parent == SRC and (isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
                                        or isinstance(node, ast.FunctionDef) and node.name == "__getattr__"):
