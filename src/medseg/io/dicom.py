@@ -3,6 +3,8 @@ the registry); reading sorts the slices by position and keeps their geometry, wr
 fresh series with new UIDs (tests and phantoms)."""
 from __future__ import annotations
 
+import functools
+import locale
 import os
 import time
 import uuid
@@ -21,6 +23,20 @@ _SKIP_SUFFIXES = VOLUME_SUFFIXES + (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".t
                                     ".csv", ".md", ".raw", ".zraw", ".gz", ".zip", ".pt", ".pth", ".npy", ".npz")
 
 
+def keeps_locale(func):
+    """GDCM (through SimpleITK) leaves the process in the ASCII "C" locale; put the caller's back,
+    or text read later without an explicit encoding fails on UTF-8 files."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        saved = locale.setlocale(locale.LC_ALL)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if locale.setlocale(locale.LC_ALL) != saved:
+                locale.setlocale(locale.LC_ALL, saved)
+    return wrapper
+
+
 def _has_dicom_magic(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
@@ -30,6 +46,7 @@ def _has_dicom_magic(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+@keeps_locale
 def is_dicom_folder(path: str | os.PathLike, max_files: int = 64) -> bool:
     """True when `path` is a folder holding DICOM files.
 
@@ -76,6 +93,7 @@ def _series_summary(folder: Path, series_ids) -> str:
     return ", ".join(parts)
 
 
+@keeps_locale
 def read_dicom_series(folder: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...], dict]:
     """Read the one DICOM series in `folder`: ``(array (1, z, y, x) float32, spacing, meta)``.
 
@@ -108,6 +126,7 @@ def _new_uid() -> str:
     return f"2.25.{uuid.uuid4().int}"  # UUID-derived DICOM UID (ISO/IEC 9834-8), 44 characters
 
 
+@keeps_locale
 def write_dicom_series(
     volume: np.ndarray,
     folder: str | os.PathLike,
