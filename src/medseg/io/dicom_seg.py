@@ -76,6 +76,15 @@ def segment_codes(name: str) -> tuple:
     return getattr(codes.SCT, GENERIC_CODE[0]), getattr(codes.SCT, GENERIC_CODE[1])
 
 
+def present_classes(mask: np.ndarray, class_names: Sequence[str], path: Path, what: str) -> list[int]:
+    """The foreground classes the mask holds (an object per class is written, empty ones left
+    out); a mask of background only is refused naming the file that was not written."""
+    present = [c for c in range(1, len(class_names)) if np.any(mask == c)]
+    if not present:
+        raise EmptySegmentation(path, f"the prediction holds no structure (background only): no {what} written")
+    return present
+
+
 def series_in_mask_order(folder: str | os.PathLike, geometry: dict, shape: Sequence[int]) -> list:
     """The DICOM datasets (headers only) of the series in `folder`, one per mask slice, in mask
     order: slice k is the file whose Image Position lies at the mask's slice k (from `geometry`,
@@ -125,9 +134,7 @@ def write_dicom_seg(path: str | os.PathLike, mask: np.ndarray, folder: str | os.
     path = Path(path)
     mask = np.asarray(mask)
     sources = series_in_mask_order(folder, geometry, mask.shape)
-    present = [c for c in range(1, len(class_names)) if np.any(mask == c)]
-    if not present:
-        raise EmptySegmentation(path, "the prediction holds no structure (background only): no DICOM SEG written")
+    present = present_classes(mask, class_names, path, "DICOM SEG")
     labels = np.zeros(len(class_names), np.uint8)
     labels[present] = np.arange(1, len(present) + 1)  # class index -> segment number
     version = medseg_version()

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import MedsegInputError
-from .dicom_seg import EmptySegmentation, medseg_version, segment_codes, series_in_mask_order
+from .dicom_seg import medseg_version, present_classes, segment_codes, series_in_mask_order
 
 __all__ = ["RTSTRUCT_SOP_CLASS", "rasterise_rtstruct", "slice_contours", "write_rtstruct"]
 
@@ -94,9 +94,7 @@ def write_rtstruct(path: str | os.PathLike, mask: np.ndarray, folder: str | os.P
     path = Path(path)
     mask = np.asarray(mask)
     sources = series_in_mask_order(folder, geometry, mask.shape)
-    present = [c for c in range(1, len(class_names)) if np.any(mask == c)]
-    if not present:
-        raise EmptySegmentation(path, "the prediction holds no structure (background only): no RTSTRUCT written")
+    present = present_classes(mask, class_names, path, "RTSTRUCT")
     first = sources[0]
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS

@@ -10,7 +10,7 @@ import numpy as np
 from ..data.augment import left_right_axis
 from ..io.dataset import CasePair
 from ..io.registry import read_image_header
-from .rules import MAX_PATCH, cpu_batch_size, working_image_size
+from .rules import MAX_PATCH, working_image_size
 
 MAX_PATCH_VOXELS_3D = 64 ** 3   # ~1.5 s per patch for a training step of the default 3D U-Net on a CPU
 
@@ -57,8 +57,3 @@ def choose_flip_axes(pairs: list[CasePair], spatial_dims: int) -> tuple[int, ...
         if geometry and len(geometry.get("direction", ())) == 9:
             votes[left_right_axis(geometry["direction"])] += 1
     return (votes.most_common(1)[0][0],) if votes else None
-
-
-def choose_batch_size(patch_size: tuple[int, ...]) -> int:
-    """`rules.cpu_batch_size`: about 256k pixels per batch, 2 to 8 patches."""
-    return cpu_batch_size(patch_size)

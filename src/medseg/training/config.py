@@ -22,7 +22,7 @@ class TrainConfig:
     epochs: int | None = None
     minutes: float | None = None
     iterations_per_epoch: int = 100
-    batch_size: int | None = None                 # None: from the patch size (choose_batch_size)
+    batch_size: int | None = None                 # None: from the patch size (planning.rules.cpu_batch_size)
     patch_size: tuple[int, ...] | None = None     # None: from the data (<= 256 per axis in 2D)
     image_size: int | str | None = "auto"         # 2D: longer side of the working grid; None: native
     target_spacing: tuple[float, ...] | str | None = "auto"  # 3D: voxel size to resample to; auto: median

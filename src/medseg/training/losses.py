@@ -70,6 +70,15 @@ def _weights_tensor(class_weights: Sequence[float] | torch.Tensor | None, num_cl
     return w
 
 
+def _keep_class_weights(module: nn.Module, class_weights: Sequence[float] | torch.Tensor | None) -> None:
+    """`module.class_weights`: a non-persistent buffer (it follows `.to(device)`), or None."""
+    w = _weights_tensor(class_weights)
+    if w is not None:
+        module.register_buffer("class_weights", w, persistent=False)
+    else:
+        module.class_weights = None
+
+
 def dice_loss_from_probs(
     probs: torch.Tensor,
     onehot: torch.Tensor,
@@ -138,11 +147,7 @@ class _RegionLoss(nn.Module):
         self.include_background = include_background
         self.batch_dice = batch_dice
         self.ignore_index = ignore_index
-        w = _weights_tensor(class_weights)
-        if w is not None:
-            self.register_buffer("class_weights", w, persistent=False)
-        else:
-            self.class_weights = None
+        _keep_class_weights(self, class_weights)
 
     def _included_classes(self, num_classes: int) -> list[int]:
         classes = list(range(0 if self.include_background else 1, num_classes))
@@ -273,11 +278,7 @@ class CrossEntropyLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.ignore_index = ignore_index
-        w = _weights_tensor(class_weights)
-        if w is not None:
-            self.register_buffer("class_weights", w, persistent=False)
-        else:
-            self.class_weights = None
+        _keep_class_weights(self, class_weights)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_inputs(logits, target)
@@ -317,11 +318,7 @@ class FocalLoss(nn.Module):
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.gamma = float(gamma)
         self.ignore_index = ignore_index
-        w = _weights_tensor(class_weights)
-        if w is not None:
-            self.register_buffer("class_weights", w, persistent=False)
-        else:
-            self.class_weights = None
+        _keep_class_weights(self, class_weights)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_inputs(logits, target)

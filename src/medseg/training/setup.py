@@ -17,8 +17,9 @@ from ..io.labels import LabelMapping
 from ..io.layout import describe_dataset
 from ..io.registry import read_image_header
 from ..nets import FEATURES_2D, FEATURES_3D, axis_divisors, build_model, model_divisor, select_options
-from ..planning.defaults import (choose_batch_size, choose_flip_axes, choose_image_size, choose_patch_size,
+from ..planning.defaults import (choose_flip_axes, choose_image_size, choose_patch_size,
                                  choose_spacing)
+from ..planning.rules import cpu_batch_size
 from .cases import MAX_VAL_CASES, load_cases, pairs_of_split, split_cases
 from .config import compiles
 from .ema import WeightEMA
@@ -132,7 +133,7 @@ class ModelSetup:
         if any(p % d for p, d in zip(cfg.patch_size, divisor)):
             raise ValueError(f"patch size {cfg.patch_size} must be a multiple of {divisor} for this network")
         if cfg.batch_size is None:
-            cfg.batch_size = choose_batch_size(cfg.patch_size)
+            cfg.batch_size = cpu_batch_size(cfg.patch_size)
         self.model = build_model(cfg.model, self.in_channels, self.num_classes, self.spatial_dims,
                                  **self.model_options()).to(self.device, memory_format=memory_format(self.spatial_dims))
         if initial is not None:
