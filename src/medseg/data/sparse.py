@@ -2,7 +2,7 @@
 
 What a user saves by labelling a few slices can be measured before anyone labels anything: take a
 fully labelled dataset, hide most slices behind the ignore value, train, and score on full labels
-(docs/decisions.md, "Sparse labels"; `tests/test_sparse_labels.py`).
+(docs/decisions.md, "Sparse labels"; `tests/data/test_sparse.py`).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ softmax is applied inside) and ``target`` shaped (B, *spatial) holding class ind
 * ``batch_dice`` (Dice, Tversky, generalised Dice): sum over the batch and space per class, then
   score, instead of scoring each sample and averaging: steadier when a sample lacks a small target.
 
-Each loss is cross-checked against MONAI's loss of the same name in tests/test_losses.py.
+Each loss is cross-checked against MONAI's loss of the same name in tests/training/test_losses.py.
 `medseg.training.deep_supervision` wraps any of them for networks that return logits at several scales;
 `medseg.training.loss_registry` builds them by name.
 """
