@@ -54,6 +54,13 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
 
 def report(run: str | os.PathLike, out: str | os.PathLike | None = None, *, device: str = "auto") -> Path:
     """Write a run's HTML report (default RUN/report.html), predicting and scoring its validation
-    cases first when RUN/validation is missing (`medseg.training.ensure_validation`)."""
-    ensure_validation(run, device=device)
-    return write_run_report(run, out)
+    cases first when RUN/validation is missing (`medseg.training.ensure_validation`).
+
+    The run folder is held (`medseg.locks`) while this writes into it, so a report never reads a
+    run that a training or another report is writing; a run folder this process may not write
+    (shared read-only) is only read, which needs its validation there already."""
+    run = Path(run)
+    writable = run.is_dir() and os.access(run, os.W_OK)
+    with output_lock(run, "run folder") if writable else nullcontext():
+        ensure_validation(run, device=device)
+        return write_run_report(run, out)

@@ -158,6 +158,22 @@ def test_cli_report_error(tmp_path):
     assert main(["report", str(tmp_path)]) == 2  # not a run folder: a clear error, no traceback
 
 
+def test_report_waits_its_turn_on_a_run_in_use(run2d, tmp_path):
+    """A run folder another medseg process holds (a training still writing it) is refused, and
+    nothing is written into it."""
+    from medseg.api import report
+    from medseg.locks import output_lock
+
+    run = tmp_path / "run"
+    shutil.copytree(run2d, run)
+    (run / "report.html").unlink(missing_ok=True)
+    with output_lock(run, "run folder"):
+        with pytest.raises(MedsegInputError, match="in use by another medseg process"):
+            report(run)
+    assert not (run / "report.html").exists()
+    assert report(run) == run / "report.html"
+
+
 def test_tensorboard_scalars(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
