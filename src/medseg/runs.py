@@ -31,6 +31,7 @@ RUN_INFO = "run.json"
 PLAN_FILE = "plan.json"
 LOG_CSV = "log.csv"
 CHECKPOINTS = "checkpoints"
+CALIBRATION_FILE = "calibration.json"  # temperature, ECE before/after, flag threshold (training.calibrate)
 
 
 def checkpoint_path(run: str | os.PathLike, which: str = "last") -> Path:
@@ -142,3 +143,16 @@ def fold_runs(root: str | os.PathLike) -> list[Path]:
     found = [p for p in root.glob("fold_*") if p.is_dir() and (p / CHECKPOINTS).is_dir()
              and any((p / CHECKPOINTS).glob("*.pt"))]
     return sorted(found, key=lambda p: natural_key(p.name))
+
+
+def read_calibration(run: str | os.PathLike) -> dict | None:
+    """RUN/calibration.json (temperature, ECE before and after, the flag threshold), or None for
+    a run calibrated never (runs older than calibration predict as they always did)."""
+    path = Path(run) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MedsegInputError(path, f"is not readable JSON ({exc}); delete it and run `medseg report "
+                               f"{Path(run)}` to fit the calibration again") from exc
