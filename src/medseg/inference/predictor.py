@@ -18,12 +18,15 @@ from ..device import choose_precision, memory_format, resolve_device
 from ..errors import MedsegInputError
 from ..io.layout import DatasetInfo
 from ..nets import axis_divisors
-from ..runs import CHECKPOINTS, find_checkpoint, fold_runs, load_checkpoint, model_from_state, not_a_run
+from ..runs import (CHECKPOINTS, find_checkpoint, fold_runs, load_checkpoint, model_from_state, not_a_run,
+                    read_calibration)
 from .compile import CompilingNetwork, prediction_network
 from .onnx_backend import onnx_model_for
 from .package import unpack_package
 from .postprocess import apply_postprocessing, read_postprocessing
 from .sliding_window import argmax_mask, count_windows, mirror_sets, sliding_window, windows_per_call
+from .uncertainty import (UncertainPrediction, apply_temperature, case_score, mutual_information_from,
+                          predictive_entropy)
 
 def mirrors(mirror: bool | str, spatial_dims: int) -> bool:
     """Whether to average over flips (mirroring test-time augmentation).
@@ -73,14 +76,18 @@ class Predictor:
     does not apply), or a cross-validation folder (`medseg train --folds`): then the class
     probabilities of every finished fold (or of `folds`) are averaged, each fold preprocessing
     the case its own way. The postprocessing stored with the run (RUN/postprocessing.json,
-    chosen on validation data) is applied to the masks unless `postprocess=False`.
+    chosen on validation data) is applied to the masks unless `postprocess=False`. The
+    calibration stored with the run (RUN/calibration.json: a temperature and a flag threshold,
+    fitted on validation data) is applied to the probabilities of `predict_uncertain` unless
+    `calibrate=False`; it never changes a mask, and a run without it predicts as it always did.
     `batch_size`: windows per network call; None picks it from the patch (`windows_per_call`).
     """
 
     def __init__(self, run: str | os.PathLike, *, checkpoint: str = "best", device: str = "auto",
                  overlap: float = 0.5, mirror: bool | str = "auto", precision: str = "auto",
                  folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch",
-                 skip_empty: bool = False, batch_size: int | None = None, compile: bool | str = "auto"):
+                 skip_empty: bool = False, batch_size: int | None = None, compile: bool | str = "auto",
+                 calibrate: bool = True):
         self.run = Path(run)
         self.package = None  # a model package (a file): verified, unpacked, then read as a run folder
         if self.run.is_file():
@@ -119,26 +126,32 @@ class Predictor:
         self.batch_size = batch_size or windows_per_call(self.patch_size, self.device)  # windows per call
         self.cases_ahead = 0  # cases still to come after this one (`predict` sets it): compile="auto" weighs them
         self.postprocessing = read_postprocessing(self.run) if postprocess else None
+        self.calibration = (read_calibration(self.run) if calibrate else None) or {}
+        # passes averaged per voxel: each member's mirrored flips (overlapping windows add more)
+        self.passes = sum(len(mirror_sets(m.mirror_axes)) for m in self.members)
 
     @torch.inference_mode()
-    def probabilities(self, case: Case, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def probabilities(self, case: Case, dtype: torch.dtype = torch.float32,
+                      member_entropy: bool = False) -> torch.Tensor:
         """(K, *original spatial) class probabilities for a case (averaged over the ensemble).
 
         `dtype=torch.float16` halves the memory of the maps (blending stays float32; each
-        probability is rounded once, by at most 2.5e-4); `segment` uses it."""
+        probability is rounded once, by at most 2.5e-4); `segment` uses it. `member_entropy`
+        appends the passes' mean entropy as channel K (`sliding_window`)."""
         if case.channels != self.in_channels:
             raise MedsegInputError(case.source or case.case_id,
                                    f"has {case.channels} channel(s) but the model was trained on {self.in_channels} "
                                    f"({'grey' if self.in_channels == 1 else 'RGB' if self.in_channels == 3 else 'multi-channel'} images)")
         total: torch.Tensor | None = None
         for member in self.members:
-            probs = self._member_probabilities(member, case, dtype)
+            probs = self._member_probabilities(member, case, dtype, member_entropy)
             total = probs if total is None else total.add_(probs)
             del probs
         assert total is not None
         return total.div_(len(self.members)) if len(self.members) > 1 else total
 
-    def _member_probabilities(self, member: _Member, case: Case, dtype: torch.dtype) -> torch.Tensor:
+    def _member_probabilities(self, member: _Member, case: Case, dtype: torch.dtype,
+                              member_entropy: bool = False) -> torch.Tensor:
         """One model's probabilities on the case's grid; each full-size intermediate (resampled
         image, network input, working-grid maps) is released as soon as the next one exists."""
         resampled = member.pre.resample(case, with_label=False)
@@ -153,7 +166,7 @@ class Predictor:
         probs = sliding_window(member.network, image, member.patch_size, overlap=self.overlap,
                                mirror_axes=member.mirror_axes, divisor=member.divisor, device=self.device,
                                autocast_dtype=member.autocast, batch_size=self.batch_size,
-                               out_dtype=dtype, skip_empty=self.skip_empty)
+                               out_dtype=dtype, skip_empty=self.skip_empty, member_entropy=member_entropy)
         del image
         return member.pre.restore(probs, case.spatial_shape, box)
 
@@ -161,6 +174,24 @@ class Predictor:
         """Class-index mask (uint8) with the case's original spatial shape, postprocessed."""
         mask = argmax_mask(self.probabilities(case, dtype=torch.float16))
         return apply_postprocessing(mask, self.postprocessing)
+
+    def predict_uncertain(self, case: Case) -> UncertainPrediction:
+        """The mask `segment` gives (the same network passes, the same float16 maps, so the same
+        mask), with the calibrated probabilities, their entropy, the passes' mutual information
+        (when more than one pass is averaged: mirrors, folds) and the case score and flag."""
+        k = self.num_classes
+        several = self.passes > 1
+        probs = self.probabilities(case, dtype=torch.float16, member_entropy=several)
+        mask = apply_postprocessing(argmax_mask(probs[:k]), self.postprocessing)
+        calibrated = apply_temperature(probs[:k], self.calibration.get("temperature")).float()
+        entropy = predictive_entropy(calibrated)
+        information = mutual_information_from(probs[:k], probs[k]) if several else None
+        del probs
+        score = case_score(calibrated, entropy)
+        threshold = self.calibration.get("flag_threshold")
+        return UncertainPrediction(mask=mask, probabilities=calibrated, entropy=entropy,
+                                   mutual_information=information, members=self.passes, score=score,
+                                   flagged=threshold is not None and score >= float(threshold))
 
 
 def member_runs(run: Path, folds: list[int] | None = None) -> list[Path]:

@@ -162,6 +162,7 @@ def sliding_window(
     autocast_dtype: torch.dtype | None = None,
     out_dtype: torch.dtype = torch.float32,
     skip_empty: bool = False,
+    member_entropy: bool = False,
 ) -> torch.Tensor:
     """Class probabilities (K, *spatial) for a (C, *spatial) image, on the CPU in `out_dtype`.
 
@@ -172,6 +173,10 @@ def sliding_window(
     probability once, by at most 2.5e-4). `skip_empty`: a window in which every voxel equals
     its channel's minimum (`empty_value`) is not run; it counts as background with probability 1.
     `batch_size`: windows per network call, None for `windows_per_call(patch_size, device)`.
+    `member_entropy=True` appends one channel (K+1 in all): the same weighted mean, over every
+    pass that covers the voxel (each flip of each window), of that pass's own entropy, which
+    with the mean probabilities gives the passes' mutual information
+    (`medseg.inference.uncertainty`); the K probability channels are the same either way.
     """
     device = torch.device(device)
     batch_size = batch_size or windows_per_call(patch_size, device)
@@ -197,8 +202,8 @@ def sliding_window(
         running = [i for i in pending if not empty[i]]
         if len(running) < batch_size and index + 1 < len(starts):
             continue
-        probs = _run_batch(model, padded, [crops[i] for i in running], flips, device, autocast_dtype, batch_size) \
-            if running else None
+        probs = _run_batch(model, padded, [crops[i] for i in running], flips, device, autocast_dtype, batch_size,
+                           member_entropy) if running else None
         if rows is None:
             assert probs is not None
             out = torch.empty((probs.shape[1],) + spatial, dtype=out_dtype)
@@ -213,8 +218,9 @@ def sliding_window(
 
 def _run_batch(model: nn.Module, padded: torch.Tensor, crops: list[tuple[slice, ...]],
                flips: list[tuple[int, ...]], device: torch.device,
-               autocast_dtype: torch.dtype | None, per_call: int) -> torch.Tensor:
-    """Softmax (B, K, *window) of a batch of windows, averaged over the mirror flips.
+               autocast_dtype: torch.dtype | None, per_call: int, member_entropy: bool = False) -> torch.Tensor:
+    """Softmax (B, K, *window) of a batch of windows, averaged over the mirror flips (with
+    `member_entropy`, a channel more: the flips' mean entropy, `sliding_window`).
 
     Flipped copies share a network call while the call holds at most `per_call` windows, so an
     image that fits in one window runs its 4 (2D) or 8 (3D) mirrored passes in fuller, faster
@@ -225,6 +231,7 @@ def _run_batch(model: nn.Module, padded: torch.Tensor, crops: list[tuple[slice, 
     n = batch.shape[0]
     group = max(1, per_call // n)
     probs = 0
+    entropy = 0
     for first in range(0, len(flips), group):
         chunk = flips[first:first + group]
         views = [batch.flip([a + 2 for a in flip]) if flip else batch for flip in chunk]
@@ -233,9 +240,16 @@ def _run_batch(model: nn.Module, padded: torch.Tensor, crops: list[tuple[slice, 
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             logits = model(x)
         p = torch.softmax(logits.float(), dim=1)
+        if member_entropy:  # -sum p log p per pass, 0 log 0 = 0 (softmax probabilities can underflow to 0)
+            h = -torch.special.xlogy(p, p).sum(dim=1, keepdim=True)
         for i, flip in enumerate(chunk):
             part = p[i * n:(i + 1) * n]
             probs = probs + (part.flip([a + 2 for a in flip]) if flip else part)
+            if member_entropy:
+                part = h[i * n:(i + 1) * n]
+                entropy = entropy + (part.flip([a + 2 for a in flip]) if flip else part)
+    if member_entropy:
+        return torch.cat([probs / len(flips), entropy / len(flips)], dim=1)
     return probs / len(flips)
 
 

@@ -22,10 +22,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+@dataclass
+class UncertainPrediction:
+    """One case's prediction with its uncertainty (`Predictor.predict_uncertain`)."""
+    mask: np.ndarray                          # class indices, exactly as `Predictor.segment` gives
+    probabilities: torch.Tensor               # (K, *S) float32, calibrated (the run's temperature)
+    entropy: torch.Tensor                     # (*S) float32 nats of `probabilities`
+    mutual_information: torch.Tensor | None   # (*S) float32 nats; None with a single pass
+    members: int                              # passes averaged per voxel (mirrors x folds)
+    score: float                              # `case_score`
+    flagged: bool                             # score at or above the run's flag threshold
+
 
 RELEVANT_PROBABILITY = 0.1  # a foreground class this likely somewhere makes the voxel worth a look
 RELEVANT_MARGIN = 3         # voxels of dilation around the foreground: the boundary band both sides
