@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-empty", action=argparse.BooleanOptionalAction, default=False,
                    help="sliding windows that hold nothing but background (air, the zeros around a brain) are "
                    "background without running the network (default: off; --no-skip-empty runs them all)")
+    p.add_argument("--uncertainty", action="store_true", help="also write per-voxel uncertainty maps "
+                   "(OUT/uncertainty/: entropy in nats, the mask's grid and format; 2D: float TIFF + PNG heat map) and "
+                   "per-case scores and flags (OUT/uncertainty.csv, .json); docs/prediction.md")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="what runs the network: torch "
                    "(default) or onnx (ONNX Runtime on the CPU; exports RUN/model.onnx first if missing)")
     _add_device(p)
@@ -338,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                                   postprocess=not args.no_postprocess, backend=args.backend,
                                   skip_empty=args.skip_empty,
                                   compile="auto" if args.compile is None else args.compile,
-                                  keep_going=args.keep_going)
+                                  keep_going=args.keep_going, uncertainty=args.uncertainty)
             print(f"{len(written)} mask(s) written to {args.out}")
         elif args.command == "export":
             if args.package is not None:

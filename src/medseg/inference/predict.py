@@ -23,6 +23,8 @@ from ..io.dicom import read_dicom_series
 from ..report.overlay import save_overlay
 from .clinical import DICOM_OUTPUTS, check_dicom_output, write_prediction
 from .predictor import Predictor
+from .uncertainty_outputs import (UNCERTAINTY_CSV, UNCERTAINTY_DIR, UNCERTAINTY_JSON, uncertainty_row,
+                                  write_case_maps, write_uncertainty_tables)
 
 def read_input_case(item: InputCase, channels: int | None = None) -> Case:
     """Read a case to predict (its channel files, or its DICOM series) as an unlabelled Case."""
@@ -91,7 +93,8 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
             device: str = "auto", checkpoint: str = "best", overlap: float = 0.5, mirror: bool | str = "auto",
             overlays: bool = True, overwrite: bool = False, output_format: str | None = None,
             folds: list[int] | None = None, postprocess: bool = True, backend: str = "torch",
-            skip_empty: bool = False, compile: bool | str = "auto", keep_going: bool = False) -> list[Path]:
+            skip_empty: bool = False, compile: bool | str = "auto", keep_going: bool = False,
+            uncertainty: bool = False) -> list[Path]:
     """Segment an image or volume file, a DICOM series folder, or a folder of them; returns the
     written mask paths.
 
@@ -111,6 +114,10 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
     and OUT is held exclusively (`medseg.locks`). A bad input stops the command before any
     write, unless `keep_going`: then the bad inputs are skipped, the rest predicted, and
     `InputsSkipped` lists the failures at the end.
+
+    `uncertainty=True` adds per-voxel uncertainty maps (OUT/uncertainty/) and per-case scores and
+    flags (OUT/uncertainty.csv, .json), from the same network passes as the masks, with the run's
+    calibration (`medseg.inference.uncertainty_outputs` states the file contract).
     """
     predictor = Predictor(run, checkpoint=checkpoint, device=device, overlap=overlap, mirror=mirror,
                           folds=folds, postprocess=postprocess, backend=backend, skip_empty=skip_empty,
@@ -143,7 +150,10 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
     with output_lock(out, "--out folder of the masks"):
         check_output_folder(out, targets, overwrite=overwrite, what="masks", tag="predictions")
         record_outputs(out, [t.name for t in targets] + [STATISTICS_CSV, STATISTICS_JSON]
-                       + (["overlays/"] if overlays else []), "medseg predict")
+                       + (["overlays/"] if overlays else [])
+                       + ([f"{UNCERTAINTY_DIR}/", UNCERTAINTY_CSV, UNCERTAINTY_JSON] if uncertainty else []),
+                       "medseg predict")
+        uncertain_rows: list[dict] = []
         for index, (item, target) in enumerate(tqdm(list(zip(items, targets)), desc="predicting", unit="case",
                                                      disable=None)):
             predictor.cases_ahead = len(items) - index - 1
@@ -154,7 +164,14 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
                     raise
                 failures.append(err)
                 continue
-            mask = predictor.segment(case)
+            if uncertainty:
+                result = predictor.predict_uncertain(case)
+                mask = result.mask
+                write_case_maps(out, case, target.name[len(item.case_id):], result, dims)
+                uncertain_rows.append(uncertainty_row(case, result, predictor.class_names))
+                del result
+            else:
+                mask = predictor.segment(case)
             if write_prediction(target, mask, case, output_format, predictor.class_names, predictor.run.name):
                 written.append(target)
             statistics.extend(structure_statistics(item.case_id, mask, case.image, case.spacing, predictor.class_names,
@@ -164,6 +181,11 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
                 save_overlay(out / "overlays" / f"{item.case_id}.png", case.image, mask, spacing=case.spacing)
         if statistics:
             write_statistics(out, statistics)
+        if uncertain_rows:
+            write_uncertainty_tables(out, uncertain_rows, {
+                "temperature": predictor.calibration.get("temperature", 1.0),
+                "flag_threshold": predictor.calibration.get("flag_threshold"),
+                "calibrated_on": predictor.calibration.get("fitted_on")})
     if failures:
         raise InputsSkipped(Path(inputs), failures, total)
     return written
