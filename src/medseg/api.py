@@ -17,7 +17,9 @@ from .locks import output_lock
 from .nets import models_table
 from .planning import Budget, format_plan, plan_dataset, write_plan
 from .report.run_report import write_run_report
+from .runs import CHECKPOINTS
 from .training import ensure_validation, train_folds, train_single
+from .training.calibrate import calibrate_run
 
 __all__ = ["train", "predict", "Predictor", "evaluate", "demo", "export_onnx", "export_package", "report", "plan_dataset",
            "format_plan", "write_plan", "Budget", "convert_brats", "models_table"]
@@ -54,7 +56,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
 
 def report(run: str | os.PathLike, out: str | os.PathLike | None = None, *, device: str = "auto") -> Path:
     """Write a run's HTML report (default RUN/report.html), predicting and scoring its validation
-    cases first when RUN/validation is missing (`medseg.training.ensure_validation`).
+    cases first when RUN/validation is missing (`medseg.training.ensure_validation`), and fitting
+    its calibration when RUN/calibration.json is missing (`medseg.training.calibrate`).
 
     The run folder is held (`medseg.locks`) while this writes into it, so a report never reads a
     run that a training or another report is writing; a run folder this process may not write
@@ -63,4 +66,6 @@ def report(run: str | os.PathLike, out: str | os.PathLike | None = None, *, devi
     writable = run.is_dir() and os.access(run, os.W_OK)
     with output_lock(run, "run folder") if writable else nullcontext():
         ensure_validation(run, device=device)
+        if writable and (run / CHECKPOINTS).is_dir():  # a run trained before calibration: fit it now
+            calibrate_run(run, device=device)
         return write_run_report(run, out)

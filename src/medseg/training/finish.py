@@ -33,6 +33,7 @@ from ..io.registry import case_stem, is_mask_file, match_suffix, read_mask
 from ..report.run_report import (METRICS_CSV, SUMMARY_JSON, VALIDATION_DIR, VALIDATION_INFO, write_json,
                                  write_run_report)
 from ..runs import fold_runs, read_run_info, run_label_suffix
+from .calibrate import calibrate_run
 
 
 RAW_DIR = "before_postprocessing"  # RUN/validation/<this>: the masks postprocessing changed, as predicted
@@ -199,6 +200,7 @@ def finish_run(run: str | os.PathLike, report: bool = True) -> dict:
     write_postprocessing(run, spec)
     print(describe(spec))
     postprocess_validation(run, spec)
+    _calibrate(run)
     if report:
         _write_report(run)
     return spec
@@ -224,6 +226,19 @@ def finish_crossval(root: str | os.PathLike) -> dict:
     write_text(root / "crossval.json", json.dumps({"folds": folds, "postprocessing": spec}, indent=2))
     print(describe(spec))
     return spec
+
+
+def _calibrate(run: Path) -> None:
+    """RUN/calibration.json fitted afresh on the validation cases (`medseg.training.calibrate`);
+    a failure warns and never costs the trained model (predictions then go uncalibrated)."""
+    try:
+        record = calibrate_run(run, overwrite=True)
+    except Exception as exc:  # noqa: BLE001 - the run is saved; `medseg report` fits it again
+        warnings.warn(f"{run}: the calibration could not be fitted ({exc}); run `medseg report {run}` to retry")
+        return
+    if record:
+        print(f"calibration: temperature {record['temperature']}, ECE {record.get('ece_before', float('nan')):.4f} "
+              f"-> {record.get('ece_after', float('nan')):.4f}, flag threshold {record['flag_threshold']}")
 
 
 def _write_report(run: Path) -> None:

@@ -1,0 +1,259 @@
+"""Calibration at the end of training: a temperature fitted on the validation cases, the
+calibration error before and after, and the threshold that flags a case as likely wrong, stored
+in RUN/calibration.json (`medseg.runs.read_calibration`; the Predictor applies it).
+
+The rules, and why:
+
+* Voxels: the foreground-relevant region of each validation case
+  (`medseg.inference.uncertainty.relevant_region`, the reference's foreground added), at most
+  `VOXELS_PER_CASE` of them drawn at random per case (seeded), so fitting costs seconds on a CPU
+  and every case weighs about the same.
+* Temperature: the T minimising the negative log-likelihood of those voxels' reference labels
+  under ``softmax(log p / T)`` (golden-section search on log T in [0.05, 20]; the NLL is
+  convex in 1/T). One T per run. One T per class (coordinate descent from the run's T) replaces
+  it only where it generalises: fitted on half the validation cases (alternating) and scored on
+  the other half, both ways, its held-out NLL must be at least `PER_CLASS_GAIN` (2 %) below the
+  single T's. A temperature never changes a mask (`Predictor.predict_uncertain`).
+* ECE: `medseg.evaluation.calibration` (15 equal-width bins of the predicted class's
+  probability), on the same voxels, before (T = 1) and after; the bins are stored for the
+  report's reliability diagram.
+* Flag threshold: "bad" cases have a mean foreground Dice below the validation cases' 20th
+  percentile. With at least `MIN_CASES_FOR_F1` (10) validation cases and one bad one, the
+  threshold is the case score (`case_score`, calibrated) that best separates them (largest F1
+  of "score >= threshold"; ties: the higher threshold, fewer flags); otherwise the 80th
+  percentile of the scores (the top fifth is flagged).
+* Maps: the entropy map and heat map of the best, median and worst validation case (by Dice)
+  go to RUN/validation/uncertainty/, for the report to draw.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import write_text
+from ..evaluation.calibration import ECE_BINS, auroc, ece_from_bins, reliability_bins, spearman
+from ..inference import Predictor, output_suffix, read_input_case
+from ..inference.uncertainty import apply_temperature, case_score, max_entropy, predictive_entropy, relevant_region
+from ..inference.uncertainty_outputs import map_suffix
+from ..io.dataset import read_case
+from ..io.float_maps import write_float_map
+from ..io.labels import LabelMapping
+from ..io.layout import InputCase, describe_dataset
+from ..report.heatmap import save_heatmap
+from ..report.run_report import VALIDATION_DIR
+from ..runs import CALIBRATION_FILE, read_calibration, read_run_info, run_label_suffix
+
+VOXELS_PER_CASE = 20000
+PER_CLASS_GAIN = 0.02
+MIN_CASES_FOR_F1 = 10
+BAD_QUANTILE = 0.2
+T_RANGE = (0.05, 20.0)
+UNCERTAINTY_MAPS = "uncertainty"  # RUN/validation/<this>/
+
+
+def nll(log_probs: torch.Tensor, labels: torch.Tensor, temperature: torch.Tensor | float) -> float:
+    """Mean negative log-likelihood of `labels` (N,) under softmax(log_probs (N, K) / T)."""
+    return float(torch.nn.functional.cross_entropy(log_probs / torch.as_tensor(temperature), labels))
+
+
+def _golden(f, lo: float, hi: float, steps: int = 40) -> float:
+    """Minimiser of a unimodal f on [lo, hi] by golden-section search."""
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(steps):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = f(d)
+    return (a + b) / 2
+
+
+def fit_temperature(log_probs: torch.Tensor, labels: torch.Tensor, per_class: bool = False,
+                    sweeps: int = 3) -> list[float]:
+    """The temperature(s) minimising the NLL: one number, or one per class (module docstring)."""
+    lo, hi = math.log(T_RANGE[0]), math.log(T_RANGE[1])
+    single = math.exp(_golden(lambda u: nll(log_probs, labels, math.exp(u)), lo, hi))
+    if not per_class:
+        return [single]
+    t = torch.full((log_probs.shape[1],), single)
+    for _ in range(sweeps):
+        for k in range(len(t)):
+            def f(u: float, k: int = k) -> float:
+                trial = t.clone()
+                trial[k] = math.exp(u)
+                return nll(log_probs, labels, trial)
+            t[k] = math.exp(_golden(f, lo, hi))
+    return [float(v) for v in t]
+
+
+def choose_temperature(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[float], dict]:
+    """One T, or one per class where that wins on held-out halves by `PER_CLASS_GAIN`."""
+    log_probs = torch.cat([s[0] for s in samples])
+    labels = torch.cat([s[1] for s in samples])
+    single = fit_temperature(log_probs, labels)
+    evidence: dict = {"nll_before": nll(log_probs, labels, 1.0), "nll_after_single": nll(log_probs, labels, single[0])}
+    if len(samples) < 4 or log_probs.shape[1] < 2:
+        return single, {**evidence, "per_class": "not tried (fewer than 4 validation cases)"}
+    halves = [(torch.cat([s[0] for s in samples[i::2]]), torch.cat([s[1] for s in samples[i::2]])) for i in (0, 1)]
+    held_single = held_class = 0.0
+    for fit, test in ((halves[0], halves[1]), (halves[1], halves[0])):
+        held_single += nll(test[0], test[1], fit_temperature(*fit)[0]) / 2
+        held_class += nll(test[0], test[1], torch.tensor(fit_temperature(*fit, per_class=True))) / 2
+    evidence.update(held_out_nll_single=held_single, held_out_nll_per_class=held_class)
+    if held_class <= held_single * (1 - PER_CLASS_GAIN):
+        return fit_temperature(log_probs, labels, per_class=True), {**evidence, "per_class": "chosen"}
+    return single, {**evidence, "per_class": f"not chosen (held-out NLL gain under {PER_CLASS_GAIN:.0%})"}
+
+
+def flag_threshold(scores: np.ndarray, dice: np.ndarray) -> tuple[float | None, str]:
+    """The score at or above which a case is flagged (module docstring), and the rule used."""
+    if len(scores) == 0:
+        return None, "no validation cases"
+    bad = dice < np.quantile(dice, BAD_QUANTILE)
+    if len(scores) >= MIN_CASES_FOR_F1 and bad.any():
+        best, best_f1 = None, -1.0
+        for t in sorted(set(scores.tolist()), reverse=True):
+            flagged = scores >= t
+            hits = int((flagged & bad).sum())
+            f1 = 2 * hits / (int(flagged.sum()) + int(bad.sum()))
+            if f1 > best_f1 + 1e-12:
+                best, best_f1 = t, f1
+        return float(best), (f"largest F1 ({best_f1:.2f}) of flagging the {int(bad.sum())} cases with Dice below "
+                             f"the validation {BAD_QUANTILE:.0%} quantile")
+    return float(np.quantile(scores, 1 - BAD_QUANTILE)), (
+        f"{1 - BAD_QUANTILE:.0%} quantile of the validation scores (fewer than {MIN_CASES_FOR_F1} cases, or none bad)")
+
+
+def mean_dice(mask: np.ndarray, reference: np.ndarray, classes: int) -> float:
+    """Mean Dice over the foreground classes present in either map (1 when none is)."""
+    scores = []
+    for k in range(1, classes):
+        p, r = mask == k, reference == k
+        total = int(p.sum()) + int(r.sum())
+        if total:
+            scores.append(2 * int((p & r).sum()) / total)
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def _draw(log_probs: torch.Tensor, labels: torch.Tensor, region: torch.Tensor, rng: np.random.Generator):
+    """Up to VOXELS_PER_CASE (log p (N, K), label (N,)) of the region, labelled voxels only."""
+    keep = region & (labels >= 0) & (labels < log_probs.shape[0])
+    index = torch.nonzero(keep.flatten()).flatten().numpy()
+    if len(index) > VOXELS_PER_CASE:
+        index = np.sort(rng.choice(index, VOXELS_PER_CASE, replace=False))
+    index_t = torch.from_numpy(index)
+    return log_probs.flatten(1)[:, index_t].T.contiguous(), labels.flatten()[index_t].long()
+
+
+def _voxel_stats(samples, temperature) -> dict:
+    """ECE before/after, reliability bins, and the entropy's AUROC for a wrong voxel, on the samples."""
+    log_probs = torch.cat([s[0] for s in samples])
+    labels = torch.cat([s[1] for s in samples])
+    predicted = log_probs.argmax(dim=1)  # the mask's class: a temperature never changes it
+    correct = (predicted == labels).numpy()
+    out = {"voxels": int(len(labels))}
+    for name, t in (("before", 1.0), ("after", temperature)):
+        probs = torch.softmax(log_probs / torch.as_tensor(t), dim=1)
+        table = reliability_bins(probs.gather(1, predicted[:, None])[:, 0].numpy(), correct, ECE_BINS)
+        out[f"ece_{name}"] = ece_from_bins(table)
+        out[f"reliability_{name}"] = table
+        out[f"entropy_auroc_wrong_voxel_{name}"] = auroc(predictive_entropy(probs.T).numpy(), ~correct)
+    return out
+
+
+def calibrate_run(run: str | os.PathLike, *, device: str = "auto", overwrite: bool = False) -> dict | None:
+    """Fit and store RUN/calibration.json from the validation cases (module docstring); returns it.
+    Returns the stored one unless `overwrite`; None for a run without validation cases."""
+    run = Path(run)
+    if not overwrite and (stored := read_calibration(run)) is not None:
+        return stored
+    info = read_run_info(run)
+    val_ids = [str(c) for c in (info.get("split") or {}).get("val", [])]
+    if not val_ids:
+        return None
+    start = time.perf_counter()
+    pairs, dataset = describe_dataset(Path(info["data"]), label_suffix=run_label_suffix(info))
+    by_id = {p.case_id: p for p in pairs}
+    pairs = [by_id[c] for c in val_ids if c in by_id and by_id[c].label is not None]
+    mapping = LabelMapping.from_dict(info["label_mapping"])
+    predictor = Predictor(run, device=device, calibrate=False)
+    classes, rng = predictor.num_classes, np.random.default_rng(0)
+    samples, cases = [], []
+    with tempfile.TemporaryDirectory(prefix="medseg-calibration-") as scratch:
+        for pair in pairs:  # one pass through the network; probabilities kept on disk (float16)
+            case = read_input_case(InputCase(pair.case_id, pair.image_files), predictor.in_channels)
+            reference = torch.from_numpy(np.asarray(read_case(pair, mapping, dataset.channels).label).astype(np.int64))
+            result = predictor.predict_uncertain(case)
+            if tuple(reference.shape) != tuple(result.mask.shape):
+                raise ValueError(f"{pair.label}: reference shape {tuple(reference.shape)} differs from the "
+                                 f"prediction's {result.mask.shape}")
+            raw = result.probabilities
+            region = relevant_region(raw, reference)
+            samples.append(_draw(torch.log(raw.clamp_min(1e-12)), reference, region, rng))
+            np.save(Path(scratch) / f"{len(cases)}.npy", raw.half().numpy())
+            cases.append({"case": pair.case_id, "dice": mean_dice(result.mask, reference.numpy(), classes)})
+        temperature, evidence = choose_temperature(samples) if samples and len(torch.cat([s[1] for s in samples])) \
+            else ([1.0], {"note": "no relevant voxels"})
+        t = temperature[0] if len(temperature) == 1 else temperature
+        for index, row in enumerate(cases):
+            probs = apply_temperature(torch.from_numpy(np.load(Path(scratch) / f"{index}.npy")), t).float()
+            row["score"] = case_score(probs, predictive_entropy(probs))
+        scores = np.array([c["score"] for c in cases])
+        dice = np.array([c["dice"] for c in cases])
+        threshold, rule = flag_threshold(scores, dice)
+        for row in cases:
+            row["flagged"] = threshold is not None and row["score"] >= threshold
+        shown = _write_maps(run, predictor, pairs, cases, scratch, t) if cases else {}
+    stats = _voxel_stats(samples, t) if samples else {}
+    record = {
+        "temperature": t, "per_class": len(temperature) > 1, "flag_threshold": threshold, "flag_rule": rule,
+        "ece_bins": ECE_BINS, "ece_binning": "equal-width bins of the predicted class's probability on [0, 1]",
+        "voxels": "foreground-relevant region (predicted or possible foreground, reference foreground, dilated), "
+                  f"at most {VOXELS_PER_CASE} per case", **stats, "fit": evidence,
+        "case_score_spearman_dice": spearman(scores, dice), "cases": cases, "maps": shown,
+        "fitted_on": f"validation split of {run.name} ({len(cases)} cases)",
+        "seconds": round(time.perf_counter() - start, 2)}
+    write_text(run / CALIBRATION_FILE, json.dumps(record, indent=2, default=_json_number))
+    return record
+
+
+def _json_number(value):
+    return float(value) if isinstance(value, (np.floating, np.integer)) else str(value)
+
+
+def _write_maps(run: Path, predictor: Predictor, pairs: list, cases: list[dict], scratch: str, t) -> dict:
+    """Entropy maps and heat maps of the best, median and worst validation cases (by Dice)."""
+    order = sorted(range(len(cases)), key=lambda i: cases[i]["dice"])
+    picks = {"worst": order[0], "median": order[len(order) // 2], "best": order[-1]}
+    folder = run / VALIDATION_DIR / UNCERTAINTY_MAPS
+    shown = {}
+    for label, index in picks.items():
+        pair = pairs[index]
+        item = InputCase(pair.case_id, pair.image_files)
+        case = read_input_case(item, predictor.in_channels)
+        raw = torch.from_numpy(np.load(Path(scratch) / f"{index}.npy"))
+        probs = apply_temperature(raw, t).float()
+        entropy = predictive_entropy(probs)
+        mask = raw.float().argmax(dim=0).numpy().astype(np.uint8)  # as predicted (a temperature never changes it)
+        dims = entropy.ndim
+        name = f"{pair.case_id}{map_suffix(output_suffix(item, None), dims)}"
+        write_float_map(folder / name, entropy.numpy(), case.meta)
+        save_heatmap(folder / f"{pair.case_id}.png", case.image, entropy.numpy(), max_entropy(probs.shape[0]),
+                     mask, spacing=case.spacing)
+        shown[label] = {"case": pair.case_id, "map": f"{UNCERTAINTY_MAPS}/{name}", "picture":
+                        f"{UNCERTAINTY_MAPS}/{pair.case_id}.png", "dice": cases[index]["dice"],
+                        "score": cases[index]["score"]}
+    return shown
