@@ -3,7 +3,8 @@
 The page is built only from what the run folder holds: ``run.json`` (settings, model, dataset,
 split, time, and the plan when there is one), ``log.csv`` (learning curves),
 ``checkpoints/best.pt`` (model size and FLOPs) and ``validation/`` (per-case metrics and the
-predicted masks, made by `medseg.training.finish.ensure_validation`). Overlays re-read the
+predicted masks, made by `medseg.training.finish.ensure_validation`), ``calibration.json`` and
+``validation/uncertainty/`` (`medseg.training.calibrate`). Overlays re-read the
 validation images and labels from the dataset folder recorded in ``run.json``. Drawing only:
 nothing here runs a prediction.
 """
@@ -26,6 +27,7 @@ from ..atomic import write_text
 from ..nets import build_model, count_parameters
 from ..runs import LOG_CSV, find_checkpoint, load_checkpoint, read_run_info
 from .boxplots import plot_case_boxes
+from .calibration_section import calibration_section
 from .curves import plot_learning_curves, read_log
 from .html import page
 from .plan_table import plan_section
@@ -152,6 +154,8 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
             "<h2>Per-case distribution</h2>", image_tag(boxes, "per-case box plots", "curve")
             if boxes else '<p class="muted">No per-case metrics.</p>',
             "<h2>Best, median and worst validation cases</h2>", overlay_section(overlays, class_names, info),
+            "<h2>Calibration and uncertainty</h2>", calibration_section(run, tmp) if ranked else
+            '<p class="muted">No validation cases, so no calibration.</p>',
             "<h2>Learning curves</h2>", image_tag(curves, "learning curves", "curve")
             if curves else '<p class="muted">No training log for this run.</p>',
             tensorboard_note(run),
