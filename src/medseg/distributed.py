@@ -116,3 +116,25 @@ def broadcast_object(obj: Any) -> Any:
     box = [obj if is_main() else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def launched() -> bool:
+    """Whether torchrun started this process as one of several (WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def my_share(count: int) -> list[int]:
+    """The indices of `count` items this rank handles: every world_size-th from its rank
+    (rank r of W takes r, r + W, r + 2W ...), so the ranks split a sorted list evenly, each
+    item exactly once. All indices in a single process."""
+    return list(range(rank(), count, world_size())) if active() else list(range(count))
+
+
+def gather_lists(items: list) -> list:
+    """Every rank's `items` concatenated (rank 0's first), on every rank (all_gather_object);
+    `items` itself in a single process. Items must be picklable."""
+    if not active():
+        return list(items)
+    boxes: list = [None] * dist.get_world_size()
+    dist.all_gather_object(boxes, list(items))
+    return [item for box in boxes for item in box]

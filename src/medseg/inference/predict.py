@@ -7,11 +7,14 @@ as the input, NIfTI (``.nii.gz``) for DICOM series unless another `output_format
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..case import Case
+from ..device import resolve_device
 from ..errors import MedsegInputError
 from ..evaluation.statistics import STATISTICS_CSV, STATISTICS_JSON, structure_statistics, write_statistics
 from ..locks import output_lock
@@ -118,21 +121,42 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
     `uncertainty=True` adds per-voxel uncertainty maps (OUT/uncertainty/) and per-case scores and
     flags (OUT/uncertainty.csv, .json), from the same network passes as the masks, with the run's
     calibration (`medseg.inference.uncertainty_outputs` states the file contract).
+
+    Under torchrun (WORLD_SIZE > 1) the ranks share the cases (`distributed.my_share`: rank r
+    of W checks and predicts cases r, r + W, ...; every case is written once, by one rank). Rank
+    0 alone holds OUT's lock, checks and records the folder, and writes the statistics and
+    uncertainty tables of all cases once every rank's rows are gathered; the others wait for
+    its verdict on the folder before writing anything.
     """
+    if distributed.launched():
+        device = str(distributed.init_from_env(resolve_device(device)))
+    try:
+        return _predict(run, inputs, out, device=device, checkpoint=checkpoint, overlap=overlap, mirror=mirror,
+                        overlays=overlays, overwrite=overwrite, output_format=output_format, folds=folds,
+                        postprocess=postprocess, backend=backend, skip_empty=skip_empty, compile=compile,
+                        keep_going=keep_going, uncertainty=uncertainty)
+    finally:
+        distributed.shutdown()
+
+
+def _predict(run, inputs, out, *, device, checkpoint, overlap, mirror, overlays, overwrite, output_format, folds,
+             postprocess, backend, skip_empty, compile, keep_going, uncertainty) -> list[Path]:
     predictor = Predictor(run, checkpoint=checkpoint, device=device, overlap=overlap, mirror=mirror,
                           folds=folds, postprocess=postprocess, backend=backend, skip_empty=skip_empty,
                           compile=compile)
     items = prediction_inputs(inputs, predictor.in_channels, predictor.dataset.channel_names)
     out = Path(out)
-    failures: list[MedsegInputError] = []
     dims = predictor.members[0].spatial_dims
-    for item in list(items):
+    bad: list[tuple[int, MedsegInputError]] = []  # (input index, problem): each rank checks its own share
+    for index in distributed.my_share(len(items)):
         try:
-            check_input(item, predictor.in_channels, dims)
-            check_dicom_output(item, output_format)
+            check_input(items[index], predictor.in_channels, dims)
+            check_dicom_output(items[index], output_format)
         except MedsegInputError as err:
-            failures.append(err)
-            items.remove(item)
+            bad.append((index, err))
+    bad = sorted(distributed.gather_lists(bad), key=lambda pair: pair[0])
+    failures = [err for _, err in bad]
+    items = [item for index, item in enumerate(items) if index not in {i for i, _ in bad}]
     if failures and not keep_going:
         more = f" (and {len(failures) - 1} more bad input(s); --keep-going predicts the others)" if len(failures) > 1 else ""
         raise MedsegInputError(failures[0].path, failures[0].problem + more)
@@ -145,47 +169,68 @@ def predict(run: str | os.PathLike, inputs: str | os.PathLike, out: str | os.Pat
     for target in targets:
         if target.resolve() in resolved_inputs:
             raise MedsegInputError(target, "is an input image; choose an --out folder that is not the input folder")
-    written: list[Path] = []
-    statistics: list[dict] = []
-    with output_lock(out, "--out folder of the masks"):
-        check_output_folder(out, targets, overwrite=overwrite, what="masks", tag="predictions")
-        record_outputs(out, [t.name for t in targets] + [STATISTICS_CSV, STATISTICS_JSON]
-                       + (["overlays/"] if overlays else [])
-                       + ([f"{UNCERTAINTY_DIR}/", UNCERTAINTY_CSV, UNCERTAINTY_JSON] if uncertainty else []),
-                       "medseg predict")
-        uncertain_rows: list[dict] = []
-        for index, (item, target) in enumerate(tqdm(list(zip(items, targets)), desc="predicting", unit="case",
-                                                     disable=None)):
-            predictor.cases_ahead = len(items) - index - 1
+    written: list[tuple[int, Path]] = []  # (case index, ...): the ranks' results are merged in input order
+    statistics: list[tuple[int, dict]] = []
+    unread: list[MedsegInputError] = []
+    with ExitStack() as held:
+        verdict = None  # rank 0 locks, checks and records OUT; every rank follows its verdict
+        if distributed.is_main():
+            try:
+                held.enter_context(output_lock(out, "--out folder of the masks"))
+                check_output_folder(out, targets, overwrite=overwrite, what="masks", tag="predictions")
+                record_outputs(out, [t.name for t in targets] + [STATISTICS_CSV, STATISTICS_JSON]
+                               + (["overlays/"] if overlays else [])
+                               + ([f"{UNCERTAINTY_DIR}/", UNCERTAINTY_CSV, UNCERTAINTY_JSON] if uncertainty else []),
+                               "medseg predict")
+            except (MedsegInputError, OSError) as err:
+                verdict = err
+        verdict = distributed.broadcast_object(verdict)
+        if verdict is not None:
+            raise verdict
+        uncertain_rows: list[tuple[int, dict]] = []
+        share = distributed.my_share(len(items))
+        for done, index in enumerate(tqdm(share, desc="predicting", unit="case",
+                                          disable=None if distributed.is_main() else True)):
+            item, target = items[index], targets[index]
+            predictor.cases_ahead = len(share) - done - 1
             try:
                 case = read_input_case(item, predictor.in_channels)
             except MedsegInputError as err:
                 if not keep_going:
                     raise
-                failures.append(err)
+                unread.append(err)
                 continue
             if uncertainty:
                 result = predictor.predict_uncertain(case)
                 mask = result.mask
                 write_case_maps(out, case, target.name[len(item.case_id):], result, dims)
-                uncertain_rows.append(uncertainty_row(case, result, predictor.class_names))
+                uncertain_rows.append((index, uncertainty_row(case, result, predictor.class_names)))
                 del result
             else:
                 mask = predictor.segment(case)
             if write_prediction(target, mask, case, output_format, predictor.class_names, predictor.run.name):
-                written.append(target)
-            statistics.extend(structure_statistics(item.case_id, mask, case.image, case.spacing, predictor.class_names,
-                                                   spacing_known="geometry" in case.meta,
-                                                   channel_names=predictor.dataset.channel_names))
+                written.append((index, target))
+            statistics.extend((index, row) for row in structure_statistics(
+                item.case_id, mask, case.image, case.spacing, predictor.class_names,
+                spacing_known="geometry" in case.meta, channel_names=predictor.dataset.channel_names))
             if overlays:
                 save_overlay(out / "overlays" / f"{item.case_id}.png", case.image, mask, spacing=case.spacing)
-        if statistics:
+        statistics = _in_input_order(statistics)
+        uncertain = _in_input_order(uncertain_rows)
+        paths = _in_input_order(written)
+        failures += distributed.gather_lists(unread)
+        if statistics and distributed.is_main():
             write_statistics(out, statistics)
-        if uncertain_rows:
-            write_uncertainty_tables(out, uncertain_rows, {
+        if uncertain and distributed.is_main():
+            write_uncertainty_tables(out, uncertain, {
                 "temperature": predictor.calibration.get("temperature", 1.0),
                 "flag_threshold": predictor.calibration.get("flag_threshold"),
                 "calibrated_on": predictor.calibration.get("fitted_on")})
     if failures:
         raise InputsSkipped(Path(inputs), failures, total)
-    return written
+    return paths
+
+
+def _in_input_order(pairs: list[tuple[int, object]]) -> list:
+    """Every rank's (case index, value) pairs, as values in the order of the cases."""
+    return [value for _, value in sorted(distributed.gather_lists(pairs), key=lambda pair: pair[0])]
