@@ -12,6 +12,7 @@ from .evaluation import evaluate
 from .inference import Predictor, predict
 from .inference.onnx_backend import export_onnx
 from .inference.package import export_package
+from .inference.suggest import suggest
 from .io.convert import convert_brats
 from .locks import output_lock
 from .nets import models_table
@@ -22,7 +23,7 @@ from .training import ensure_validation, train_folds, train_single
 from .training.calibrate import calibrate_run
 
 __all__ = ["train", "predict", "Predictor", "evaluate", "demo", "export_onnx", "export_package", "report", "plan_dataset",
-           "format_plan", "write_plan", "Budget", "convert_brats", "models_table"]
+           "format_plan", "write_plan", "Budget", "convert_brats", "models_table", "suggest"]
 
 
 def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = False,

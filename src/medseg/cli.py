@@ -13,6 +13,7 @@ EPILOG = """\
 typical use:
   medseg train DATA --out RUN --minutes 10     DATA: images/ + labels/ (2D or 3D), an MSD or nnU-Net folder
   medseg predict RUN NEW_IMAGES --out PRED      one mask + one overlay per image / volume / DICOM series
+  medseg suggest RUN UNLABELLED                 which cases (3D: which slices) to label next
   medseg evaluate PRED LABELS                   per-class Dice, HD95, ASSD, surface Dice, ... (CSV + JSON)
   medseg report RUN                             one HTML page: curves, metrics, overlays (RUN/report.html)
   medseg convert brats SRC --out DATA           BraTS 2013 folders -> nnU-Net layout (FLAIR + T1c)
@@ -159,6 +160,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "per-case scores and flags (OUT/uncertainty.csv, .json); docs/prediction.md")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="what runs the network: torch "
                    "(default) or onnx (ONNX Runtime on the CPU; exports RUN/model.onnx first if missing)")
+    _add_device(p)
+
+    p = sub.add_parser("suggest", help="rank unlabelled cases (3D: and their slices) by the benefit of labelling them",
+                       description="Predicts every unlabelled case once, with its uncertainty, and ranks the cases by "
+                       "their case score (mean calibrated entropy over the foreground-relevant region: it does not grow "
+                       "with the structure's size, and a case with no possible foreground ranks last). Writes the best "
+                       "--n as CSV: rank, case, score, flagged, for volumes the most informative slices (file index "
+                       "along the axial axis), the predicted size per class and the reason (docs/labelling.md). "
+                       "Never writes into the input folder.")
+    p.add_argument("run", type=Path, help="run folder made by `medseg train`, or a model package")
+    p.add_argument("input", type=Path, help="unlabelled cases: a folder of images / volumes / DICOM series, or one file")
+    p.add_argument("--n", type=int, default=10, help="how many cases to list (default 10)")
+    p.add_argument("--all", action="store_true", help="list every case, ranked (overrides --n)")
+    p.add_argument("--out", type=Path, default=Path("suggestions.csv"),
+                   help="CSV file to write (default ./suggestions.csv); never inside the input folder")
+    p.add_argument("--slices", type=int, default=3, help="volumes: slices listed per case (default 3)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which weights (default best)")
+    p.add_argument("--overwrite", action="store_true", help="replace a suggestions CSV medseg wrote earlier")
+    p.add_argument("--keep-going", action="store_true", help="skip inputs that cannot be read or do not fit the model")
     _add_device(p)
 
     p = sub.add_parser("export", help="export a trained run: its network as ONNX, or a portable model package",
@@ -343,6 +363,12 @@ def main(argv: list[str] | None = None) -> int:
                                   compile="auto" if args.compile is None else args.compile,
                                   keep_going=args.keep_going, uncertainty=args.uncertainty)
             print(f"{len(written)} mask(s) written to {args.out}")
+        elif args.command == "suggest":
+            out, ranked = api.suggest(args.run, args.input, args.out, n=None if args.all else args.n,
+                                      device=args.device, checkpoint=args.checkpoint, overwrite=args.overwrite,
+                                      keep_going=args.keep_going, top_slices=args.slices)
+            print(f"{len(ranked)} case(s) ranked; the best {len(ranked) if args.all else min(args.n, len(ranked))} "
+                  f"written to {out}")
         elif args.command == "export":
             if args.package is not None:
                 path = api.export_package(args.run, args.package, card=args.card, checkpoint=args.checkpoint)
