@@ -30,6 +30,12 @@ def _add_device(p: argparse.ArgumentParser) -> None:
                    help="where to compute; auto picks CUDA when a GPU is present (default: auto)")
 
 
+def _add_label_suffix(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label-suffix", dest="label_suffix", metavar="SUFFIX",
+                   help="side-by-side masks (mask beside its image, named by a suffix): which suffix to train on, "
+                   "e.g. _2ndHO for CHASE_DB1's second observer (default: the one recognised suffix; docs/data.md)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medseg", description="Medical image segmentation: train a U-Net on labelled images, "
@@ -64,9 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss-option", dest="loss_option", action="append", default=[], metavar="KEY=VALUE",
                    help="loss setting (JSON value), e.g. --loss-option alpha=0.3 --loss-option batch_dice=true; "
                    "repeatable (README: Losses)")
-    p.add_argument("--label-suffix", dest="label_suffix", metavar="SUFFIX",
-                   help="side-by-side masks (mask beside its image, named by a suffix): which suffix to train on, "
-                   "e.g. _2ndHO for CHASE_DB1's second observer (default: the one recognised suffix; docs/data.md)")
+    _add_label_suffix(p)
     p.add_argument("--ignore-label", dest="ignore_label", type=float, metavar="VALUE",
                    help="sparse labels: the mask value meaning 'not annotated' (e.g. 255); such voxels count in "
                    "no loss and no metric (a dataset.json label named \"ignore\" sets it too)")
@@ -118,9 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, help="training time budget (default on a CPU: 20)")
     p.add_argument("--model", default="unet", help="network to size the plan for (default unet; `medseg models`)")
     p.add_argument("--force", action="store_true", help="replace an existing plan file")
-    p.add_argument("--label-suffix", dest="label_suffix", metavar="SUFFIX",
-                   help="side-by-side masks (mask beside its image, named by a suffix): which suffix to train on, "
-                   "e.g. _2ndHO for CHASE_DB1's second observer (default: the one recognised suffix; docs/data.md)")
+    _add_label_suffix(p)
 
     p = sub.add_parser("predict", help="segment new images with a trained run",
                        description="Writes one mask per case (class indices 0..K-1, the input's size and "
@@ -162,23 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default) or onnx (ONNX Runtime on the CPU; exports RUN/model.onnx first if missing)")
     _add_device(p)
 
-    p = sub.add_parser("suggest", help="rank unlabelled cases (3D: and their slices) by the benefit of labelling them",
-                       description="Predicts every unlabelled case once, with its uncertainty, and ranks the cases by "
-                       "their case score (mean calibrated entropy over the foreground-relevant region: it does not grow "
-                       "with the structure's size, and a case with no possible foreground ranks last). Writes the best "
-                       "--n as CSV: rank, case, score, flagged, for volumes the most informative slices (file index "
-                       "along the axial axis), the predicted size per class and the reason (docs/labelling.md). "
-                       "Never writes into the input folder.")
+    p = sub.add_parser("suggest", help="rank unlabelled cases (3D: and their slices) to label next (docs/labelling.md)")
     p.add_argument("run", type=Path, help="run folder made by `medseg train`, or a model package")
     p.add_argument("input", type=Path, help="unlabelled cases: a folder of images / volumes / DICOM series, or one file")
-    p.add_argument("--n", type=int, default=10, help="how many cases to list (default 10)")
-    p.add_argument("--all", action="store_true", help="list every case, ranked (overrides --n)")
-    p.add_argument("--out", type=Path, default=Path("suggestions.csv"),
-                   help="CSV file to write (default ./suggestions.csv); never inside the input folder")
+    p.add_argument("--n", type=lambda t: None if t == "all" else int(t), default=10, help="cases listed (default 10; all)")
+    p.add_argument("--out", type=Path, default=Path("suggestions.csv"), help="CSV, never inside INPUT (default ./suggestions.csv)")
     p.add_argument("--slices", type=int, default=3, help="volumes: slices listed per case (default 3)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which weights (default best)")
-    p.add_argument("--overwrite", action="store_true", help="replace a suggestions CSV medseg wrote earlier")
-    p.add_argument("--keep-going", action="store_true", help="skip inputs that cannot be read or do not fit the model")
+    for flag in ("--overwrite", "--keep-going"):
+        p.add_argument(flag, action="store_true", help="as for predict")
     _add_device(p)
 
     p = sub.add_parser("export", help="export a trained run: its network as ONNX, or a portable model package",
@@ -293,14 +286,11 @@ def _train_options(args: argparse.Namespace) -> dict:
     if args.image_size is not None:
         options["image_size"] = None if args.image_size == "native" else (
             "auto" if args.image_size == "auto" else int(args.image_size))
-    if args.no_augment:
-        options["augment"] = False
+    for flag, key in (("no_augment", "augment"), ("no_crop", "crop_nonzero"), ("no_cache", "cache")):
+        if getattr(args, flag):
+            options[key] = False
     if args.target_spacing is not None:
         options["target_spacing"] = args.target_spacing
-    if args.no_crop:
-        options["crop_nonzero"] = False
-    if args.no_cache:
-        options["cache"] = False
     if args.deep_supervision:
         options["deep_supervision"] = True
     if args.compile is not None:
@@ -364,11 +354,9 @@ def main(argv: list[str] | None = None) -> int:
                                   keep_going=args.keep_going, uncertainty=args.uncertainty)
             print(f"{len(written)} mask(s) written to {args.out}")
         elif args.command == "suggest":
-            out, ranked = api.suggest(args.run, args.input, args.out, n=None if args.all else args.n,
-                                      device=args.device, checkpoint=args.checkpoint, overwrite=args.overwrite,
+            out, ranked = api.suggest(args.run, args.input, args.out, n=args.n, device=args.device, overwrite=args.overwrite,
                                       keep_going=args.keep_going, top_slices=args.slices)
-            print(f"{len(ranked)} case(s) ranked; the best {len(ranked) if args.all else min(args.n, len(ranked))} "
-                  f"written to {out}")
+            print(f"{len(ranked)} case(s) ranked, the best {min(args.n or len(ranked), len(ranked))} in {out}")
         elif args.command == "export":
             if args.package is not None:
                 path = api.export_package(args.run, args.package, card=args.card, checkpoint=args.checkpoint)
