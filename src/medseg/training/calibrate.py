@@ -6,8 +6,8 @@ The rules, and why:
 
 * Voxels: the foreground-relevant region of each validation case
   (`medseg.inference.uncertainty.relevant_region`, the reference's foreground added), at most
-  `VOXELS_PER_CASE` of them drawn at random per case (seeded), so fitting costs seconds on a CPU
-  and every case weighs about the same.
+  `VOXELS_PER_CASE` of them drawn at random per case (seeded; `VOXELS_IN_ALL` shared out when
+  there are many cases), so fitting costs seconds on a CPU and every case weighs about the same.
 * Temperature: the T minimising the negative log-likelihood of those voxels' reference labels
   under ``softmax(log p / T)`` (golden-section search on log T in [0.05, 20]; the NLL is
   convex in 1/T). One T per run. One T per class (coordinate descent from the run's T) replaces
@@ -51,6 +51,7 @@ from ..report.run_report import VALIDATION_DIR
 from ..runs import CALIBRATION_FILE, read_calibration, read_run_info, run_label_suffix
 
 VOXELS_PER_CASE = 20000
+VOXELS_IN_ALL = 200000  # fewer per case when there are many cases: the fit stays a few seconds
 PER_CLASS_GAIN = 0.02
 MIN_CASES_FOR_F1 = 10
 BAD_QUANTILE = 0.2
@@ -63,7 +64,7 @@ def nll(log_probs: torch.Tensor, labels: torch.Tensor, temperature: torch.Tensor
     return float(torch.nn.functional.cross_entropy(log_probs / torch.as_tensor(temperature), labels))
 
 
-def _golden(f, lo: float, hi: float, steps: int = 40) -> float:
+def _golden(f, lo: float, hi: float, steps: int = 30) -> float:
     """Minimiser of a unimodal f on [lo, hi] by golden-section search."""
     ratio = (math.sqrt(5) - 1) / 2
     a, b = lo, hi
@@ -148,12 +149,13 @@ def mean_dice(mask: np.ndarray, reference: np.ndarray, classes: int) -> float:
     return float(np.mean(scores)) if scores else 1.0
 
 
-def _draw(log_probs: torch.Tensor, labels: torch.Tensor, region: torch.Tensor, rng: np.random.Generator):
-    """Up to VOXELS_PER_CASE (log p (N, K), label (N,)) of the region, labelled voxels only."""
+def _draw(log_probs: torch.Tensor, labels: torch.Tensor, region: torch.Tensor, rng: np.random.Generator,
+          per_case: int = VOXELS_PER_CASE):
+    """Up to `per_case` (log p (N, K), label (N,)) of the region, labelled voxels only."""
     keep = region & (labels >= 0) & (labels < log_probs.shape[0])
     index = torch.nonzero(keep.flatten()).flatten().numpy()
-    if len(index) > VOXELS_PER_CASE:
-        index = np.sort(rng.choice(index, VOXELS_PER_CASE, replace=False))
+    if len(index) > per_case:
+        index = np.sort(rng.choice(index, per_case, replace=False))
     index_t = torch.from_numpy(index)
     return log_probs.flatten(1)[:, index_t].T.contiguous(), labels.flatten()[index_t].long()
 
@@ -192,6 +194,7 @@ def calibrate_run(run: str | os.PathLike, *, device: str = "auto", overwrite: bo
     predictor = Predictor(run, device=device, calibrate=False)
     classes, rng = predictor.num_classes, np.random.default_rng(0)
     samples, cases = [], []
+    per_case = max(1000, min(VOXELS_PER_CASE, VOXELS_IN_ALL // max(1, len(pairs))))
     with tempfile.TemporaryDirectory(prefix="medseg-calibration-") as scratch:
         for pair in pairs:  # one pass through the network; probabilities kept on disk (float16)
             case = read_input_case(InputCase(pair.case_id, pair.image_files), predictor.in_channels)
@@ -202,7 +205,7 @@ def calibrate_run(run: str | os.PathLike, *, device: str = "auto", overwrite: bo
                                  f"prediction's {result.mask.shape}")
             raw = result.probabilities
             region = relevant_region(raw, reference)
-            samples.append(_draw(torch.log(raw.clamp_min(1e-12)), reference, region, rng))
+            samples.append(_draw(torch.log(raw.clamp_min(1e-12)), reference, region, rng, per_case))
             np.save(Path(scratch) / f"{len(cases)}.npy", raw.half().numpy())
             cases.append({"case": pair.case_id, "dice": mean_dice(result.mask, reference.numpy(), classes)})
         temperature, evidence = choose_temperature(samples) if samples and len(torch.cat([s[1] for s in samples])) \
@@ -222,7 +225,7 @@ def calibrate_run(run: str | os.PathLike, *, device: str = "auto", overwrite: bo
         "temperature": t, "per_class": len(temperature) > 1, "flag_threshold": threshold, "flag_rule": rule,
         "ece_bins": ECE_BINS, "ece_binning": "equal-width bins of the predicted class's probability on [0, 1]",
         "voxels": "foreground-relevant region (predicted or possible foreground, reference foreground, dilated), "
-                  f"at most {VOXELS_PER_CASE} per case", **stats, "fit": evidence,
+                  f"at most {per_case} per case", **stats, "fit": evidence,
         "case_score_spearman_dice": spearman(scores, dice), "cases": cases, "maps": shown,
         "fitted_on": f"validation split of {run.name} ({len(cases)} cases)",
         "seconds": round(time.perf_counter() - start, 2)}
