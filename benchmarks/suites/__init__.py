@@ -25,6 +25,8 @@ SUITES: dict[str, str] = {
     "evaluate": "`medseg evaluate` speed on 260 hippocampus cases and its agreement with MONAI's metrics",
     "losses": "every loss of medseg on small targets (synthetic lesions, BraTS enhancing tumour), "
               "same plan and steps",
+    "labelling": "labelling-loop simulation (slow): held-out Dice per round when cases are added by random, "
+                 "foreground-aware random or `medseg suggest`, same steps, several seeds",
 }
 
 
