@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from medseg.data.augment import AugmentConfig, augment_intensity, sample_patch, spatial_transform
+from medseg.data.augment import AugmentConfig, augment_intensity, spatial_transform
+from medseg.data.stack import sample_patch
 from medseg.data.sampler import PatchSampler
 
 

@@ -1,13 +1,19 @@
-"""Patch sampling with on-the-fly augmentation, for 2D and 3D alike.
+"""Augmentation drawn for a whole batch at once, for 2D and 3D alike.
 
-Crop, rotation, scaling and flips are folded into one affine map per patch and applied with a
-single `grid_sample` from the whole case, so augmentation costs one interpolation of the patch
-(not of the image) and never introduces black corners inside the image: outside it, content is
-mirrored. Elastic deformation (the original U-Net paper's augmentation for its EM membranes: random
+Crop, rotation, scaling and flips are folded into one affine map per patch (`spatial_matrices`),
+and the patches of a batch are read with a single `grid_sample` from the stacked cases
+(`medseg.data.stack`), so augmentation costs one interpolation of the patches (not of the
+images) and never introduces black corners inside an image: outside it, content is mirrored.
+Elastic deformation (the original U-Net paper's augmentation for its EM membranes: random
 displacements on a coarse grid of control points, smoothly interpolated) is added to the same
-sampling grid, so it costs no second interpolation either. Labels use nearest-neighbour sampling through the same map. Intensity changes
-(brightness, contrast, gamma, noise) follow. Everything draws from one seeded `torch.Generator`,
-so a run is reproducible with `--seed`.
+sampling grid, so it costs no second interpolation either. Labels are read nearest-neighbour
+through the same map. Intensity changes (brightness, contrast, gamma, blur, noise) follow, each
+applied to the chosen patches of the batch in one vectorised operation.
+
+Every random choice of a batch (which patch is flipped, by which angle, ...) is drawn on the CPU
+from one seeded `torch.Generator` as a vector over the batch, so a run is reproducible with
+`--seed` and the same code runs on a CPU and on a GPU; only per-voxel noise is drawn on the
+patches' device, from a generator seeded by that one.
 """
 from __future__ import annotations
 
@@ -45,25 +51,31 @@ class AugmentConfig:
     enabled: bool = True
 
 
-def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=gen))
+def _uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64)
 
 
-def _chance(gen: torch.Generator, p: float) -> bool:
-    return p > 0 and float(torch.rand((), generator=gen)) < p
+def _chance(gen: torch.Generator, n: int, p: float) -> torch.Tensor:
+    """(n,) booleans, each true with probability p; nothing is drawn when p is 0."""
+    if p <= 0:
+        return torch.zeros(n, dtype=torch.bool)
+    return torch.rand(n, generator=gen, dtype=torch.float64) < p
 
 
-def _rotation(dims: int, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+def _rotations(n: int, dims: int, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    """(n, dims, dims) rotations: 2D one angle in +-max_rotation_deg; 3D one angle in
+    +-max_rotation_deg_3d about each axis in turn."""
     if dims == 2:
-        a = math.radians(_uniform(gen, -cfg.max_rotation_deg, cfg.max_rotation_deg))
-        return torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=torch.float64)
-    rot = torch.eye(3, dtype=torch.float64)
+        a = torch.deg2rad(_uniform(gen, n, -cfg.max_rotation_deg, cfg.max_rotation_deg))
+        c, s = torch.cos(a), torch.sin(a)
+        return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+    rot = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
     for axis in range(3):
-        a = math.radians(_uniform(gen, -cfg.max_rotation_deg_3d, cfg.max_rotation_deg_3d))
+        a = torch.deg2rad(_uniform(gen, n, -cfg.max_rotation_deg_3d, cfg.max_rotation_deg_3d))
         i, j = [k for k in range(3) if k != axis]
-        r = torch.eye(3, dtype=torch.float64)
-        r[i, i] = r[j, j] = math.cos(a)
-        r[i, j], r[j, i] = -math.sin(a), math.sin(a)
+        r = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+        r[:, i, i] = r[:, j, j] = torch.cos(a)
+        r[:, i, j], r[:, j, i] = -torch.sin(a), torch.sin(a)
         rot = rot @ r
     return rot
 
@@ -76,104 +88,134 @@ def left_right_axis(direction: list[float] | tuple[float, ...]) -> int:
     return 2 - max(range(3), key=lambda c: row_x[c])
 
 
-def spatial_transform(dims: int, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
-    """A random (dims x dims) matrix in voxel units: rotation, isotropic scale and flips."""
-    matrix = torch.eye(dims, dtype=torch.float64)
+def spatial_matrices(n: int, dims: int, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    """(n, dims, dims) random matrices in voxel units: rotation, isotropic scale and flips."""
+    matrix = torch.eye(dims, dtype=torch.float64).repeat(n, 1, 1)
     if not cfg.enabled:
         return matrix
-    if _chance(gen, cfg.p_rotate):
-        matrix = _rotation(dims, gen, cfg) @ matrix
-    if _chance(gen, cfg.p_scale):
-        matrix = matrix * _uniform(gen, *cfg.scale_range)
+    rotate = _chance(gen, n, cfg.p_rotate)
+    if rotate.any():
+        matrix[rotate] = _rotations(int(rotate.sum()), dims, gen, cfg)
+    scaled = _chance(gen, n, cfg.p_scale)
+    if scaled.any():
+        factors = _uniform(gen, n, *cfg.scale_range)
+        matrix = matrix * torch.where(scaled, factors, 1.0).view(n, 1, 1)
     for axis in range(dims) if cfg.flip_axes in (None, "auto") else cfg.flip_axes:
-        if _chance(gen, cfg.p_flip):
-            matrix[:, axis] *= -1
+        flip = _chance(gen, n, cfg.p_flip)
+        matrix[flip, :, axis] *= -1
     return matrix
 
 
-def elastic_displacement(patch_size: tuple[int, ...], gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor | None:
-    """A smooth random displacement field (dims, *patch_size) in voxels, or None (not drawn).
+def spatial_transform(dims: int, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    """One patch's (dims x dims) matrix (`spatial_matrices` for a batch of one)."""
+    return spatial_matrices(1, dims, gen, cfg)[0]
 
-    Control-point displacements are normal with std `elastic_sigma` x the patch side, on a grid of
-    `elastic_points` per axis, and interpolated (bicubic / trilinear) to every patch voxel: a
-    smooth warp like tissue deforming, which thin structures (membranes, vessels) survive."""
-    if not cfg.enabled or not _chance(gen, cfg.p_elastic):
+
+Controls = tuple[torch.Tensor, torch.Tensor]
+
+
+def elastic_controls(n: int, patch_size: tuple[int, ...], gen: torch.Generator, cfg: AugmentConfig
+                     ) -> Controls | None:
+    """Which patches of a batch of n are warped, and their control-point displacements
+    (k, dims, points, ...) in voxels: normal with std `elastic_sigma` x the patch side, on a grid
+    of `elastic_points` per axis; None when no patch is warped."""
+    if not cfg.enabled:
+        return None
+    warped = _chance(gen, n, cfg.p_elastic)
+    if not warped.any():
         return None
     dims = len(patch_size)
     points = max(2, int(cfg.elastic_points))
     sigma = torch.tensor([cfg.elastic_sigma * p for p in patch_size], dtype=torch.float32)
-    control = torch.randn((1, dims) + (points,) * dims, generator=gen) * sigma.view(1, dims, *(1,) * dims)
-    mode = "bicubic" if dims == 2 else "trilinear"
-    return F.interpolate(control, size=tuple(patch_size), mode=mode, align_corners=True)[0]
+    k = int(warped.sum())
+    control = torch.randn((k, dims) + (points,) * dims, generator=gen) * sigma.view(1, dims, *(1,) * dims)
+    return warped.nonzero()[:, 0], control
 
 
-def sample_patch(
-    image: torch.Tensor,
-    label: torch.Tensor | None,
-    centre: torch.Tensor,
-    patch_size: tuple[int, ...],
-    matrix: torch.Tensor,
-    displacement: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Resample a patch of `patch_size` centred at `centre` (voxel coords) through `matrix`.
+def displacement_fields(control: torch.Tensor, patch_size: tuple[int, ...]) -> torch.Tensor:
+    """Control-point displacements interpolated (bicubic / trilinear) to every patch voxel:
+    (k, dims, *patch_size), a smooth warp like tissue deforming, which thin structures survive."""
+    mode = "bicubic" if len(patch_size) == 2 else "trilinear"
+    return F.interpolate(control, size=tuple(patch_size), mode=mode, align_corners=True)
 
-    Output voxel offset d (from the patch centre) reads input voxel `centre + matrix @ d`, plus
-    `displacement[:, d]` (input voxels, array-axis order; `elastic_displacement`) when given.
-    """
-    size_in = torch.tensor(image.shape[1:], dtype=torch.float64)
-    half_out = torch.tensor(patch_size, dtype=torch.float64) / 2
-    # normalised output coords u in [-1, 1] -> offset d = u * P/2 -> input voxel -> normalised input
-    to_norm = torch.diag(2.0 / size_in)
-    linear = to_norm @ matrix @ torch.diag(half_out)
-    shift = to_norm @ centre.to(torch.float64) + 1.0 / size_in - 1.0
-    # affine_grid orders coordinates x, y(, z): reverse the array-axis order
-    theta = torch.cat([linear.flip(0).flip(1), shift.flip(0)[:, None]], dim=1)[None].float()
-    grid = F.affine_grid(theta, [1, 1, *patch_size], align_corners=False)
-    if displacement is not None:  # voxels -> normalised units, axes reversed to grid's x, y(, z)
-        scale = (2.0 / size_in).to(torch.float32).view(-1, *(1,) * len(patch_size))
-        grid = grid + (displacement * scale).flip(0).movedim(0, -1)[None]
-    patch = F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)[0]
-    patch_label = None
-    if label is not None:
-        patch_label = F.grid_sample(label[None, None].float(), grid, mode="nearest",
-                                    padding_mode="reflection", align_corners=False)[0, 0].to(torch.long)
-    return patch, patch_label
+
+def elastic_displacement(patch_size: tuple[int, ...], gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor | None:
+    """One patch's displacement field (dims, *patch_size) in voxels, or None (not drawn)."""
+    drawn = elastic_controls(1, tuple(patch_size), gen, cfg)
+    return None if drawn is None else displacement_fields(drawn[1], tuple(patch_size))[0]
+
+
+def change_intensity(x: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    """Brightness, contrast, gamma, blur and noise on a z-scored (B, C, *spatial) batch, each
+    drawn per patch; a patch's mean (contrast) and range (gamma) are over all its channels."""
+    if not cfg.enabled:
+        return x
+    n = len(x)
+    drawn = {}
+    for name, p, lo, hi in (("brightness", cfg.p_brightness, 0.75, 1.25), ("contrast", cfg.p_contrast, 0.75, 1.25),
+                            ("gamma", cfg.p_gamma, 0.7, 1.5), ("blur", cfg.p_blur, *cfg.blur_sigma),
+                            ("noise", cfg.p_noise, 0.0, cfg.noise_std)):
+        chosen = _chance(gen, n, p)
+        drawn[name] = (chosen.nonzero()[:, 0], _uniform(gen, n, lo, hi)[chosen]) if chosen.any() else None
+    seed = int(torch.randint(2**62, (), generator=gen)) if drawn["noise"] is not None else 0
+    x = x.clone()
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    axes = tuple(range(1, x.ndim))
+
+    def factor(values: torch.Tensor) -> torch.Tensor:
+        return values.to(x.device, torch.float32).view(shape)
+
+    if drawn["brightness"] is not None:
+        idx, f = drawn["brightness"]
+        x[idx] = x[idx] * factor(f)
+    if drawn["contrast"] is not None:
+        idx, f = drawn["contrast"]
+        part = x[idx]
+        mean = part.mean(dim=axes, keepdim=True)
+        x[idx] = (part - mean) * factor(f) + mean
+    if drawn["gamma"] is not None:
+        idx, g = drawn["gamma"]
+        part = x[idx]
+        lo, hi = part.amin(dim=axes, keepdim=True), part.amax(dim=axes, keepdim=True)
+        span = (hi - lo).clamp_min(1e-6)
+        x[idx] = ((part - lo) / span).pow(factor(g)) * span + lo
+    if drawn["blur"] is not None:
+        idx, sigma = drawn["blur"]
+        x[idx] = blur_batch(x[idx], sigma)
+    if drawn["noise"] is not None:
+        idx, sigma = drawn["noise"]
+        noise_gen = torch.Generator(device=x.device).manual_seed(seed)
+        noise = torch.randn((len(idx),) + tuple(x.shape[1:]), generator=noise_gen, device=x.device)
+        x[idx] = x[idx] + factor(sigma) * noise
+    return x
 
 
 def augment_intensity(patch: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
-    """Brightness, contrast, gamma and noise on a z-scored (C, *spatial) patch."""
-    if not cfg.enabled:
-        return patch
-    if _chance(gen, cfg.p_brightness):
-        patch = patch * _uniform(gen, 0.75, 1.25)
-    if _chance(gen, cfg.p_contrast):
-        mean = patch.mean()
-        patch = (patch - mean) * _uniform(gen, 0.75, 1.25) + mean
-    if _chance(gen, cfg.p_gamma):
-        lo, hi = patch.min(), patch.max()
-        span = (hi - lo).clamp_min(1e-6)
-        patch = ((patch - lo) / span).pow(_uniform(gen, 0.7, 1.5)) * span + lo
-    if _chance(gen, cfg.p_blur):
-        patch = gaussian_blur(patch, _uniform(gen, *cfg.blur_sigma))
-    if _chance(gen, cfg.p_noise):
-        sigma = _uniform(gen, 0.0, cfg.noise_std)
-        patch = patch + sigma * torch.randn(patch.shape, generator=gen)
-    return patch
+    """One (C, *spatial) patch through `change_intensity` (a batch of one)."""
+    return change_intensity(patch[None], gen, cfg)[0] if cfg.enabled else patch
+
+
+def blur_batch(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """(B, C, *spatial) patches each smoothed by a Gaussian of its own sigma (voxels) along every
+    spatial axis (separable, mirrored edges, one grouped convolution per axis): scans differ in
+    sharpness between scanners and protocols."""
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
+    radius = max(1, math.ceil(3 * float(sigmas.max())))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernels = torch.exp(-0.5 * (taps[None] / sigmas[:, None]) ** 2)
+    kernels = (kernels / kernels.sum(1, keepdim=True)).to(x.device)
+    b, c = x.shape[:2]
+    weight = kernels.repeat_interleave(c, 0)[:, None]          # (B*C, 1, taps): one kernel per patch
+    out = x.float()
+    for axis in range(2, x.ndim):
+        moved = out.movedim(axis, -1)
+        shape = moved.shape
+        rows = moved.reshape(b * c, -1, shape[-1]).transpose(0, 1)  # (rows, B*C, L)
+        rows = F.conv1d(F.pad(rows, (radius, radius), mode="reflect"), weight, groups=b * c)
+        out = rows.transpose(0, 1).reshape(shape).movedim(-1, axis)
+    return out.to(x.dtype).contiguous()
 
 
 def gaussian_blur(patch: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A (C, *spatial) patch smoothed by a Gaussian of `sigma` voxels along every spatial axis
-    (separable, mirrored edges): scans differ in sharpness between scanners and protocols."""
-    radius = max(1, math.ceil(3 * sigma))
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    dims = patch.ndim - 1
-    out = patch.float()
-    for axis in range(dims):
-        moved = out.movedim(axis + 1, -1)
-        shape = moved.shape
-        rows = moved.reshape(-1, 1, shape[-1])
-        rows = F.conv1d(F.pad(rows, (radius, radius), mode="reflect"), kernel.view(1, 1, -1))
-        out = rows.reshape(shape).movedim(-1, axis + 1)
-    return out.to(patch.dtype).contiguous()
+    """One (C, *spatial) patch smoothed by a Gaussian of `sigma` voxels (`blur_batch`)."""
+    return blur_batch(patch[None], torch.tensor([sigma]))[0]

@@ -1,9 +1,13 @@
-"""Training batches: random augmented patches from in-memory cases, made in the background.
+"""Training batches: random augmented patches of the cases, a whole batch per call, made in the background.
 
 A third of the patches (by default) are centred on a labelled (non-background) voxel, so small
-structures are seen often enough to be learned. Each epoch draws from a generator seeded by
-(seed, epoch), which makes a resumed run see exactly the batches the uninterrupted run would
-have, and lets a background thread prepare batches while the network trains.
+structures are seen often enough to be learned. One call (`PatchSampler.batch`) draws every
+choice of the batch on the CPU as vectors (cases, centres, matrices, warps, intensity changes)
+and builds the batch on the device where the cases live (`medseg.data.residence`): one
+`grid_sample` for all its patches (`medseg.data.stack`), then vectorised intensity changes. A
+CPU run and a GPU run execute the same code. Each epoch draws from a generator seeded by (seed,
+epoch), which makes a resumed run see exactly the batches the uninterrupted run would have, and
+lets a background thread prepare batches while the network trains.
 """
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from ..io.labels import IGNORE_INDEX
-from .augment import AugmentConfig, augment_intensity, elastic_displacement, sample_patch, spatial_transform
+from .augment import AugmentConfig, change_intensity, elastic_controls, spatial_matrices
+from .residence import Residence, place_cases
+from .stack import sample_stack
 
 MAX_FOREGROUND_POINTS = 20000
 
@@ -43,7 +49,7 @@ def on_voxel_grid(centre: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
 
 
 class PatchSampler:
-    """Draws (image, label) batches of `patch_size` patches from cases held in memory."""
+    """Draws (image, label) batches of `patch_size` patches, on `device` (default: the CPU)."""
 
     def __init__(
         self,
@@ -54,42 +60,55 @@ class PatchSampler:
         augment: AugmentConfig,
         seed: int = 0,
         foreground_fraction: float = 1 / 3,
+        device: torch.device | str = "cpu",
+        residence: Residence | None = None,
+        step_bytes: int = 0,
     ):
         if not images:
             raise ValueError("no training cases")
-        self.images, self.labels = list(images), list(labels)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.batch_size = batch_size
         self.augment = augment
         self.seed = seed
         self.foreground_fraction = foreground_fraction
         gen = torch.Generator().manual_seed(seed)
-        self.points = [foreground_points(lab, gen) for lab in self.labels]
+        self.points = [foreground_points(lab, gen) for lab in labels]
+        self.counts = torch.tensor([len(p) for p in self.points], dtype=torch.long)
+        self.starts = torch.cat([torch.zeros(1, dtype=torch.long), self.counts.cumsum(0)[:-1]])
+        dims = len(self.patch_size)
+        self.all_points = torch.cat([p.reshape(-1, dims) for p in self.points]).to(torch.float64)
+        self.shapes = torch.tensor([tuple(im.shape[1:]) for im in images], dtype=torch.float64)
+        self.cases, self.residence = place_cases(images, labels, torch.device(device), batch_size, step_bytes,
+                                                 residence)
 
-    def _centre(self, index: int, gen: torch.Generator) -> torch.Tensor:
-        shape = torch.tensor(self.images[index].shape[1:], dtype=torch.float64)
-        points = self.points[index]
+    def centres(self, cases: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """(B, dims) patch centres: a foreground voxel with probability `foreground_fraction`
+        (cases with foreground), else uniform over the centres that keep the patch inside the
+        case (the case's middle where it is smaller than the patch); snapped to the voxel grid."""
+        n, dims = len(cases), len(self.patch_size)
+        shape = self.shapes[cases]
         half = torch.tensor(self.patch_size, dtype=torch.float64) / 2
-        if len(points) and float(torch.rand((), generator=gen)) < self.foreground_fraction:
-            centre = points[int(torch.randint(len(points), (), generator=gen))].to(torch.float64)
-        else:
-            lo = torch.minimum(half - 0.5, (shape - 1) / 2)
-            hi = torch.maximum(shape - half - 0.5, (shape - 1) / 2)
-            centre = lo + (hi - lo) * torch.rand(len(shape), generator=gen, dtype=torch.float64)
+        counts = self.counts[cases]
+        on_foreground = (torch.rand(n, generator=gen, dtype=torch.float64) < self.foreground_fraction) & (counts > 0)
+        pick = (torch.rand(n, generator=gen, dtype=torch.float64) * counts).long().clamp_max((counts - 1).clamp_min(0))
+        lo = torch.minimum(half - 0.5, (shape - 1) / 2)
+        hi = torch.maximum(shape - half - 0.5, (shape - 1) / 2)
+        centre = lo + (hi - lo) * torch.rand((n, dims), generator=gen, dtype=torch.float64)
+        if len(self.all_points):
+            points = self.all_points[(self.starts[cases] + pick).clamp_max(len(self.all_points) - 1)]
+            centre = torch.where(on_foreground[:, None], points, centre)
         return on_voxel_grid(centre, half)
 
     def batch(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = [], []
-        dims = len(self.patch_size)
-        for _ in range(self.batch_size):
-            index = int(torch.randint(len(self.images), (), generator=gen))
-            matrix = spatial_transform(dims, gen, self.augment)
-            centre = self._centre(index, gen)
-            warp = elastic_displacement(self.patch_size, gen, self.augment)
-            x, y = sample_patch(self.images[index], self.labels[index], centre, self.patch_size, matrix, warp)
-            xs.append(augment_intensity(x, gen, self.augment))
-            ys.append(y)
-        return torch.stack(xs), torch.stack(ys)
+        """One batch, (B, C, *patch) float32 images and (B, *patch) long labels, on the device."""
+        n, dims = self.batch_size, len(self.patch_size)
+        cases = torch.randint(len(self.shapes), (n,), generator=gen)
+        matrices = spatial_matrices(n, dims, gen, self.augment)
+        centres = self.centres(cases, gen)
+        warps = elastic_controls(n, self.patch_size, gen, self.augment)
+        stack, local = self.cases.stack_for(cases)
+        x, y = sample_stack(stack, local, centres, matrices, warps, self.patch_size)
+        return change_intensity(x, gen, self.augment), y
 
     def epoch(self, epoch: int, iterations: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)

@@ -197,6 +197,14 @@ def training_memory_gb(patch: list[int], batch: int, features: list[int], stride
     return (batch * total * ACTIVATIONS_PER_LEVEL * 4 + parameters * 16) / 2**30
 
 
+def training_step_gb(patch, batch: int, features, strides=None, parameters: int = 0) -> float:
+    """`training_memory_gb` for a run's network (strides: halving every axis per level when not
+    given): what a GPU keeps free for the step when it decides where the cases live."""
+    dims = len(patch)
+    strides = strides if strides is not None else [[2] * dims] * (len(features) - 1)
+    return training_memory_gb(list(patch), batch, list(features), [list(s) for s in strides], parameters)
+
+
 # ------------------------------------------------------------------------------ working grid and batch
 def working_image_size(longest_side: int, thin_px: float | None = None) -> int | None:
     """2D: the longer side images are resized to (None: native grid). Images up to

@@ -19,7 +19,7 @@ from ..io.registry import read_image_header
 from ..nets import FEATURES_2D, FEATURES_3D, axis_divisors, build_model, model_divisor, select_options
 from ..planning.defaults import (choose_flip_axes, choose_image_size, choose_patch_size,
                                  choose_spacing)
-from ..planning.rules import cpu_batch_size
+from ..planning.rules import cpu_batch_size, training_step_gb
 from .cases import MAX_VAL_CASES, load_cases, pairs_of_split, split_cases
 from .config import compiles
 from .ema import WeightEMA
@@ -151,8 +151,14 @@ class ModelSetup:
         self.loss_fn = DeepSupervisionLoss(make_loss(cfg.loss, self.num_classes, class_weights=weights,
                                                      ignore_index=self.ignore_index, **cfg.loss_options))
         self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # batches are cut and augmented on the training device (the cases moved there when they fit)
+        step_bytes = int(2**30 * training_step_gb(cfg.patch_size, cfg.batch_size, cfg.features, cfg.strides,
+                                                  sum(p.numel() for p in self.model.parameters())))
         self.sampler = PatchSampler(self.train_images, self.train_labels, cfg.patch_size, cfg.batch_size,
-                                    cfg.augment, seed=distributed.sampler_seed(cfg.seed))  # rank 0: cfg.seed
+                                    cfg.augment, seed=distributed.sampler_seed(cfg.seed),  # rank 0: cfg.seed
+                                    device=self.device, step_bytes=step_bytes)
+        self.data_residence = self.sampler.residence.to_dict()
+        self.train_images = self.train_labels = []  # the sampler holds the packed copy from here on
         self.epoch, self.iteration, self.elapsed_before = 0, 0, 0.0
         self.best_score = -1.0
         self.ema = WeightEMA(self.model, cfg.ema) if cfg.ema else None

@@ -78,6 +78,7 @@ class RunRecord:
             "plan": {k: v for k, v in (self.plan or {}).items() if k != "fingerprint"} or None,
             "fold": self.config.fold,
             "cache_hits": self.cache_hits,
+            "data_residence": getattr(self, "data_residence", None),  # where the cases lived (data.residence)
             "cases": {"train": len(self.train_pairs), "val": len(self.val_pairs),
                       "val_used_per_epoch": len(self.val_images)},
             "split": {"train": [p.case_id for p in self.train_pairs], "val": [p.case_id for p in self.val_pairs]},
