@@ -25,6 +25,10 @@ SUITES: dict[str, str] = {
     "evaluate": "`medseg evaluate` speed on 260 hippocampus cases and its agreement with MONAI's metrics",
     "losses": "every loss of medseg on small targets (synthetic lesions, BraTS enhancing tumour), "
               "same plan and steps",
+    "gpu": "training sampler patches/s against batch size (hippocampus, BraTS plans): batched on --device "
+           "against the per-patch sampler, alternating rounds",
+    "uncertainty": "held-out voxel AUROC of the entropy for wrong voxels, case score-Dice Spearman, ECE before/after "
+                   "temperature, failure-flag precision/recall, predict --uncertainty time",
     "labelling": "labelling-loop simulation (slow): held-out Dice per round when cases are added by random, "
                  "foreground-aware random or `medseg suggest`, same steps, several seeds",
 }

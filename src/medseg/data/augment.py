@@ -147,7 +147,8 @@ def elastic_displacement(patch_size: tuple[int, ...], gen: torch.Generator, cfg:
 
 def change_intensity(x: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
     """Brightness, contrast, gamma, blur and noise on a z-scored (B, C, *spatial) batch, each
-    drawn per patch; a patch's mean (contrast) and range (gamma) are over all its channels."""
+    drawn per patch; a patch's mean (contrast) and range (gamma) are over all its channels.
+    The batch is changed in place (a fresh batch from the sampler: no copy of it is needed)."""
     if not cfg.enabled:
         return x
     n = len(x)
@@ -158,7 +159,6 @@ def change_intensity(x: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig) 
         chosen = _chance(gen, n, p)
         drawn[name] = (chosen.nonzero()[:, 0], _uniform(gen, n, lo, hi)[chosen]) if chosen.any() else None
     seed = int(torch.randint(2**62, (), generator=gen)) if drawn["noise"] is not None else 0
-    x = x.clone()
     shape = (-1,) + (1,) * (x.ndim - 1)
     axes = tuple(range(1, x.ndim))
 
@@ -192,7 +192,7 @@ def change_intensity(x: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig) 
 
 def augment_intensity(patch: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
     """One (C, *spatial) patch through `change_intensity` (a batch of one)."""
-    return change_intensity(patch[None], gen, cfg)[0] if cfg.enabled else patch
+    return change_intensity(patch[None].clone(), gen, cfg)[0] if cfg.enabled else patch
 
 
 def blur_batch(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:

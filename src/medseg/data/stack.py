@@ -32,7 +32,7 @@ def label_dtype(labels: Sequence[torch.Tensor]) -> torch.dtype:
 
 def stack_bytes(shapes: Sequence[Sequence[int]], channels: int, label_bytes: int = 1) -> int:
     """Bytes of the packed stack of cases of these spatial shapes (float32 images, labels)."""
-    rows = sum(int(s[0]) + 1 for s in shapes)
+    rows = sum((int(s[0]) + 2) // 2 * 2 for s in shapes)  # as `CaseStack.pack` lays them out
     rest = [max(int(s[a]) for s in shapes) for a in range(1, len(shapes[0]))]
     voxels = rows * int(torch.tensor(rest).prod()) if rest else rows
     return voxels * (4 * channels + label_bytes)
@@ -56,7 +56,7 @@ class CaseStack:
             raise ValueError("no training cases")
         shapes = torch.tensor([tuple(im.shape[1:]) for im in images], dtype=torch.long)
         rest = tuple(int(v) for v in shapes[:, 1:].amax(0))
-        extent = shapes[:, 0] + 1
+        extent = (shapes[:, 0] + 2) // 2 * 2  # a gap row at least; even offsets keep rounding half to even exact
         offsets = torch.cat([torch.zeros(1, dtype=torch.long), extent.cumsum(0)[:-1]])
         rows = int(extent.sum())
         channels = int(images[0].shape[0])
@@ -87,7 +87,7 @@ def patch_offsets(patch_size: tuple[int, ...], device: torch.device) -> torch.Te
 
 def mirror(coords: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
     """Coordinates mirrored into [-0.5, size - 0.5] and clipped to [0, size - 1], as
-    `grid_sample`'s reflection padding does with align_corners=False."""
+    `grid_sample`'s reflection padding does with align_corners=False (any number of reflections)."""
     span = size
     shifted = (coords + 0.5).abs()
     flips = torch.div(shifted, span, rounding_mode="floor")
@@ -96,35 +96,61 @@ def mirror(coords: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
     return torch.minimum(out.clamp_min(0), size - 1)
 
 
+def mirror_once_(coords: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """`mirror` in place for coordinates at most one reflection outside (within [-size - 0.5,
+    2 size - 0.5]), the common case, in a few cheap passes: |x + 0.5| folds the low edge,
+    size - |size - y| the high one."""
+    coords.add_(0.5).abs_().sub_(size).abs_().neg_().add_(size).sub_(0.5).clamp_(min=0)
+    return torch.minimum(coords, size - 1, out=coords)
+
+
 def sample_stack(stack: CaseStack, cases: torch.Tensor, centres: torch.Tensor, matrices: torch.Tensor,
                  warps: Controls | None, patch_size: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch of patches, (B, C, *patch) images and (B, *patch) long labels: patch b's voxel
     at offset d reads its case's voxel centres[b] + matrices[b] @ d (+ its warp), bilinear for
     the image, nearest for the label. `cases`, `centres` (B, dims) and `matrices` live on the CPU
-    (they are drawn there); the work happens on the stack's device."""
+    (they are drawn there); the work happens on the stack's device.
+
+    Coordinates are computed once, in the stack and in grid_sample's axis order (x, y(, z)), with
+    one batched matrix product; only patches that reach beyond their case are mirrored (their
+    bounds follow from the matrix, the patch's half size and the warp's largest displacement)."""
     device, dims, b = stack.device, stack.dims, len(cases)
     d = patch_offsets(patch_size, device)
-    m = matrices.to(device, torch.float32)
-    coords = torch.baddbmm(centres.to(device, torch.float32)[:, None, :], d.expand(b, -1, -1), m.transpose(1, 2))
+    half = torch.tensor([(p - 1) / 2 for p in patch_size], dtype=torch.float64)
+    size = stack.shapes[cases].to(torch.float64)
+    origin = torch.zeros(b, dims, dtype=torch.float64)
+    origin[:, 0] = stack.offsets[cases].to(torch.float64)
+    reach = matrices.abs() @ half                                    # (B, dims): the patch's extent from its centre
+    fields = None
     if warps is not None:
         index, control = warps
-        field = displacement_fields(control.to(device), patch_size)
-        coords[index.to(device)] += field.flatten(2).transpose(1, 2)
-    size = stack.shapes[cases].to(device, torch.float32)[:, None, :]
-    coords = mirror(coords, size)
-    row0 = stack.offsets[cases].to(device)[:, None]
-    # labels: nearest voxel (round half to even, as grid_sample's nearest mode), read by index
-    near = coords.round().long()
-    flat = row0 + near[..., 0]
-    for axis in range(1, dims):
-        flat = flat * stack.label.shape[axis] + near[..., axis]
+        fields = displacement_fields(control.to(device), patch_size)
+        reach[index] += fields.abs().flatten(2).amax(-1).to("cpu", torch.float64)
+    outside = ((centres - reach) < 0).any(1) | ((centres + reach) > size - 1).any(1)
+    # reversed axis order (x, y(, z)), as grid_sample reads its grid
+    bias = (centres + origin).flip(-1).to(device, torch.float32)[:, None, :]
+    coords = torch.baddbmm(bias, d.expand(b, -1, -1), matrices.flip(1).to(device, torch.float32).transpose(1, 2))
+    if fields is not None:
+        coords[index.to(device)] += fields.flip(1).flatten(2).transpose(1, 2)
+    if outside.any():  # in each case's own voxels, mirrored at its own edges, then back into the stack
+        once = ((centres - reach) >= -size).all(1) & ((centres + reach) <= 2 * size - 1).all(1)
+        shift = origin.flip(-1).to(device, torch.float32)[:, None, :]
+        extent = size.flip(-1).to(device, torch.float32)[:, None, :]
+        if bool(outside.all() and once.all()):
+            mirror_once_(coords.sub_(shift), extent).add_(shift)
+        else:
+            which = outside.nonzero()[:, 0].to(device)
+            coords[which] = mirror(coords[which] - shift[which], extent[which]) + shift[which]
+    # labels: nearest voxel (half to even, as grid_sample's nearest mode; even case offsets keep it exact)
+    exact = torch.float32 if stack.label.numel() < 2**24 else torch.float64  # integers exact below 2^24 in float32
+    strides = torch.tensor(stack.label.stride()[::-1], dtype=exact, device=device)
+    flat = (coords.round().to(exact) @ strides).long()
     label = stack.label.reshape(-1)[flat.reshape(-1)].view(b, *patch_size).long()
     # image: one bilinear grid_sample over the whole stack (align_corners=True: voxel i at -1 + 2i/(n-1))
-    extent = torch.tensor(stack.image.shape[1:], dtype=torch.float32, device=device)
-    coords[..., 0] += row0.to(torch.float32)
-    grid = coords * (2 / (extent - 1).clamp_min(1)) - 1
-    grid = grid.flip(-1).view(1, b * patch_size[0], *patch_size[1:], dims)
-    image = F.grid_sample(stack.image[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
+    extent = torch.tensor(stack.image.shape[1:][::-1], dtype=torch.float32, device=device)
+    grid = torch.addcmul(torch.full((dims,), -1.0, device=device), coords, 2 / (extent - 1).clamp_min(1))
+    image = F.grid_sample(stack.image[None], grid.view(1, b * patch_size[0], *patch_size[1:], dims),
+                          mode="bilinear", padding_mode="border", align_corners=True)
     image = image.view(stack.image.shape[0], b, *patch_size).transpose(0, 1).contiguous()
     return image, label
 
