@@ -20,7 +20,8 @@ The rules, and why:
 * Flag threshold: "bad" cases have a mean foreground Dice below the validation cases' 20th
   percentile. With at least `MIN_CASES_FOR_F1` (10) validation cases and one bad one, the
   threshold is the case score (`case_score`, calibrated) that best separates them (largest F1
-  of "score >= threshold"; ties: the higher threshold, fewer flags); otherwise the 80th
+  of "score >= threshold", flagging at most twice as many cases as are bad; ties: the higher
+  threshold, fewer flags); otherwise the 80th
   percentile of the scores (the top fifth is flagged).
 * Maps: the entropy map and heat map of the best, median and worst validation case (by Dice)
   go to RUN/validation/uncertainty/, for the report to draw.
@@ -54,6 +55,7 @@ VOXELS_PER_CASE = 20000
 VOXELS_IN_ALL = 200000  # fewer per case when there are many cases: the fit stays a few seconds
 PER_CLASS_GAIN = 0.02
 MIN_CASES_FOR_F1 = 10
+MAX_FLAGGED_PER_BAD = 2  # the threshold flags at most twice as many cases as are bad
 BAD_QUANTILE = 0.2
 T_RANGE = (0.05, 20.0)
 UNCERTAINTY_MAPS = "uncertainty"  # RUN/validation/<this>/
@@ -128,12 +130,14 @@ def flag_threshold(scores: np.ndarray, dice: np.ndarray) -> tuple[float | None, 
         best, best_f1 = None, -1.0
         for t in sorted(set(scores.tolist()), reverse=True):
             flagged = scores >= t
+            if int(flagged.sum()) > MAX_FLAGGED_PER_BAD * int(bad.sum()):
+                break  # an uninformative score would "win" F1 by flagging nearly everything
             hits = int((flagged & bad).sum())
             f1 = 2 * hits / (int(flagged.sum()) + int(bad.sum()))
             if f1 > best_f1 + 1e-12:
                 best, best_f1 = t, f1
         return float(best), (f"largest F1 ({best_f1:.2f}) of flagging the {int(bad.sum())} cases with Dice below "
-                             f"the validation {BAD_QUANTILE:.0%} quantile")
+                             f"the validation {BAD_QUANTILE:.0%} quantile, at most {MAX_FLAGGED_PER_BAD}x as many flagged")
     return float(np.quantile(scores, 1 - BAD_QUANTILE)), (
         f"{1 - BAD_QUANTILE:.0%} quantile of the validation scores (fewer than {MIN_CASES_FOR_F1} cases, or none bad)")
 
