@@ -106,6 +106,7 @@ def train_and_score(name: str, split, labelled: Path, out: Path, steps: int, see
 def simulate(name: str, args: argparse.Namespace, base: Path) -> dict:
     from benchmarks.datasets import make_split
 
+    shutil.rmtree(base, ignore_errors=True)  # a fresh split (--work may hold an old one)
     split = make_split(name, args.data, base / "split", test_limit=args.test_limit)
     cases = training_cases(split)
     ids = sorted(cases)

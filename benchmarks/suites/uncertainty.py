@@ -153,6 +153,7 @@ def run(args: argparse.Namespace) -> tuple[dict, dict]:
             limits = {"train_limit": 12, "test_limit": 4} if args.quick else {"test_limit": args.test_limit}
             budget = {"epochs": 1, "iterations_per_epoch": 3} if args.quick else {"minutes": args.minutes}
             print(f"== uncertainty {name}: {budget}", flush=True)
+            shutil.rmtree(base / name, ignore_errors=True)  # a fresh split and run (--work may hold an old one)
             split = make_split(name, args.data, base / name / "split", **limits)
             trained = medseg.train(split.train, base / name / "run", device="cpu", **budget)
             row = measure(name, split, trained, np.random.default_rng(0))
