@@ -22,8 +22,8 @@ FLOORS = [
     {"planning"},
     {"inference"},
     {"training"},
-    {"api", "demo"},
-    {"cli", "__main__", "__init__"},
+    {"api", "demo", "serve"},
+    {"cli", "cli_serve", "__main__", "__init__"},
 ]
 # Third-party packages that may be imported inside a function: optional or slow to import.
 OPTIONAL = {"monai", "onnx", "onnxruntime", "einops", "highdicom", "fastapi", "uvicorn", "matplotlib",
@@ -31,7 +31,7 @@ OPTIONAL = {"monai", "onnx", "onnxruntime", "einops", "highdicom", "fastapi", "u
             "torch._dynamo", "torch.nn.parallel"}  # the last two: slow to import, needed by few runs
 # medseg modules that may import medseg lazily, and why: the CLI answers --help before torch loads,
 # and so must the package it lives in (its face imports `medseg.api` on first use).
-LAZY_MEDSEG = {"medseg.cli", "medseg"}
+LAZY_MEDSEG = {"medseg.cli", "medseg.cli_serve", "medseg"}
 MAX_LINES = 400
 MAX_LINES_LOOP = 300  # the training loop's file
 

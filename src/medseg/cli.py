@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import MedsegInputError, MedsegOutputError
+from .cli_serve import add_serve_parser, run_serve
+from .errors import MedsegInputError, error_line
 
 EPILOG = """\
 typical use:
@@ -256,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dims", type=int, choices=[2, 3], help="2D or 3D models (default: from --patch, else 3)")
     p.add_argument("--in-channels", type=int, default=1, help="input channels (default 1)")
     p.add_argument("--classes", type=int, default=2, help="classes including background (default 2)")
+    add_serve_parser(sub, _add_device)
     for command in sub.choices.values():  # --debug after the command word too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
@@ -319,15 +321,6 @@ def _train_options(args: argparse.Namespace) -> dict:
 USER_ERRORS = (MedsegInputError, OSError, ValueError, RuntimeError)
 
 
-def error_line(exc: BaseException) -> str:
-    """An error as one line that names the file: an OSError from the system ("[Errno 13]
-    Permission denied: 'x'") becomes "x: permission denied"."""
-    if isinstance(exc, OSError) and not isinstance(exc, MedsegOutputError) and exc.strerror and exc.filename:
-        return f"{exc.filename}: {exc.strerror[0].lower()}{exc.strerror[1:]}"
-    text = str(exc).strip()
-    return text or type(exc).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import api  # heavy imports (torch) only after argument parsing, so --help is instant
@@ -352,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
                                   skip_empty=args.skip_empty,
                                   compile="auto" if args.compile is None else args.compile,
                                   keep_going=args.keep_going, uncertainty=args.uncertainty)
-            print(f"{len(written)} mask(s) written to {args.out}")
+            if api.distributed.is_main():  # under torchrun, one line from rank 0
+                print(f"{len(written)} mask(s) written to {args.out}")
         elif args.command == "suggest":
             out, ranked = api.suggest(args.run, args.input, args.out, n=args.n, device=args.device, overwrite=args.overwrite,
                                       keep_going=args.keep_going, top_slices=args.slices)
@@ -383,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dataset written to {out} (train with: medseg train {out} --out RUN)")
         elif args.command == "demo":
             api.demo(args.out, epochs=args.epochs, device=args.device, fresh=args.fresh)  # it says where its report is
+        elif args.command == "serve":
+            run_serve(args)
         elif args.command == "models":
             print(api.models_table(args.patch, args.dims, args.in_channels, args.classes))
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["MedsegInputError", "MedsegOutputError"]
+__all__ = ["MedsegInputError", "MedsegOutputError", "error_line"]
 
 
 class MedsegInputError(ValueError):
@@ -48,3 +48,12 @@ class MedsegOutputError(OSError):
 
     def __reduce__(self):
         return (type(self), (self.path, self.problem))
+
+
+def error_line(exc: BaseException) -> str:
+    """An error as one line that names the file: an OSError from the system ("[Errno 13]
+    Permission denied: 'x'") becomes "x: permission denied"."""
+    if isinstance(exc, OSError) and not isinstance(exc, MedsegOutputError) and exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror[0].lower()}{exc.strerror[1:]}"
+    text = str(exc).strip()
+    return text or type(exc).__name__
