@@ -8,6 +8,7 @@ What the zip holds (a slimmed run folder, so the Predictor reads it as it reads 
     run.json, plan.json          the run's record and plan (the training data's fingerprint)
     fold_K/...                   the same per fold, for a cross-validation folder (an ensemble)
     postprocessing.json          the postprocessing chosen on validation data, when the run has one
+    calibration.json             the temperature and flag threshold fitted on validation data, when there
     validation_metrics.json      the run's validation summary (RUN/validation/summary.json)
     package.json                 format, date, medseg / torch / Python versions, classes, channels
     MODEL_CARD.md                what the model is, what it was trained and checked on, intended use
@@ -40,7 +41,8 @@ import torch
 from ..atomic import atomic_path
 from ..errors import MedsegInputError
 from ..report.run_report import SUMMARY_JSON, VALIDATION_DIR
-from ..runs import CHECKPOINTS, PLAN_FILE, RUN_INFO, find_checkpoint, fold_runs, load_checkpoint, not_a_run
+from ..runs import (CALIBRATION_FILE, CHECKPOINTS, PLAN_FILE, RUN_INFO, find_checkpoint, fold_runs, load_checkpoint,
+                    not_a_run)
 from .postprocess import POSTPROCESSING_FILE
 
 __all__ = ["PACKAGE_FORMAT", "MANIFEST", "export_package", "read_package", "unpack_package"]
@@ -165,6 +167,8 @@ def export_package(run: str | os.PathLike, out: str | os.PathLike, *, card: str 
                         "iteration": state.get("iteration"), "finished": info.get("finished")})
     if (run / POSTPROCESSING_FILE).is_file():
         files[POSTPROCESSING_FILE] = (run / POSTPROCESSING_FILE).read_bytes()
+    if (run / CALIBRATION_FILE).is_file():  # the temperature and flag threshold `--uncertainty` applies
+        files[CALIBRATION_FILE] = (run / CALIBRATION_FILE).read_bytes()
     metrics = _read_json(run / VALIDATION_DIR / SUMMARY_JSON)
     if metrics is not None:
         files[METRICS] = json.dumps(metrics, indent=2).encode()

@@ -20,12 +20,20 @@ _RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 
 MAX_OPACITY = 0.85
 
 
-def colour_ramp(fraction: np.ndarray) -> np.ndarray:
-    """(..., 3) float32 RGB of values in [0, 1] on the ramp."""
-    f = np.clip(np.nan_to_num(np.asarray(fraction, np.float32)), 0.0, 1.0) * (len(_RAMP) - 1)
+def _ramp_table(levels: int = 256) -> np.ndarray:
+    f = np.linspace(0.0, 1.0, levels, dtype=np.float32) * (len(_RAMP) - 1)
     low = np.minimum(f.astype(np.int64), len(_RAMP) - 2)
-    t = (f - low)[..., None]
+    t = (f - low)[:, None]
     return (1 - t) * _RAMP[low] + t * _RAMP[low + 1]
+
+
+_TABLE = _ramp_table()  # 256 levels: finer than a PNG shows, and a lookup instead of arithmetic per pixel
+
+
+def colour_ramp(fraction: np.ndarray) -> np.ndarray:
+    """(..., 3) float32 RGB of values in [0, 1] on the ramp (256 levels)."""
+    f = np.clip(np.nan_to_num(np.asarray(fraction, np.float32)), 0.0, 1.0)
+    return _TABLE[np.round(f * (len(_TABLE) - 1)).astype(np.uint8)]
 
 
 def heat_overlay(image: np.ndarray, values: np.ndarray, vmax: float, pred: np.ndarray | None = None) -> np.ndarray:
