@@ -73,7 +73,7 @@ class Run:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
         y = y.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             loss = self.loss_fn(self.net(x), y)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -84,7 +84,8 @@ class Run:
         conf = 0
         for image, label in zip(images, labels):
             probs = sliding_window(self.model, image, patch, overlap=0.5, divisor=axis_divisors(self.model, 3),
-                                   device=self.device, autocast_dtype=torch.bfloat16)
+                                   device=self.device,
+                                   autocast_dtype=torch.bfloat16 if self.device.type == "cuda" else None)
             conf = conf + confusion(argmax_mask(probs), label.numpy(), 3)
         self.model.train()
         return [round(float(d), 4) for d in dice_from_confusion(conf)[1:]]
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[2, 8, 32])
     parser.add_argument("--seconds", type=float, default=15.0, help="per throughput measurement")
     parser.add_argument("--minutes", type=float, default=3.0, help="the timed training run")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
     parser.add_argument("--dice-batch", type=int, help="batch of the timed run (default: the fastest measured)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -146,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     sampler = PatchSampler(tr_x, tr_y, patch, batch, augment, seed=0, device=device)
     record["residence"] = sampler.residence.to_dict()
     try:
+        if args.no_compile:
+            raise RuntimeError("skipped (--no-compile)")
         compile_start = time.time()
         run = Run(patch, device, compiled=True)
         run.step(*sampler.batch(gen))
