@@ -198,7 +198,8 @@ def table(env: dict) -> list[str]:
              "|---|---|" + "---:|" * len(STRATEGIES) + "---|---|"]
     for name, row in env["results"]["rows"].items():
         cmd = (f"`python -m benchmarks run labelling --sets {name} --seeds {row['seeds']} --rounds {row['rounds']} "
-               f"--k {row['k']} --initial {row['initial']} --steps {row['steps']} --candidates {row['candidates']}`")
+               f"--k {row['k']} --initial {row['initial']} --steps {row['steps']} --candidates {row['candidates']} "
+               f"--test-limit {(env.get('settings') or {}).get('test_limit')}`")
         for i, n in enumerate(row["labelled"]):
             cells = " | ".join(f"{fmt(row['dice_mean'][s][i])} ± {fmt(row['dice_std'][s][i])}" for s in STRATEGIES)
             setting = (f"{row['seeds']} seeds, {row['steps']} steps from scratch per round, {row['candidates']} "

@@ -184,6 +184,8 @@ def table(env: dict) -> list[str]:
     lines = ["| set | budget | held-out | Dice mean (range) | voxel AUROC (goal ≥ 0.85) | Spearman score–Dice (goal abs ρ ≥ 0.5) "
              "| ECE before → after (goal ≤ ½) | T | flags: precision / recall (flagged/bad) | predict --uncertainty "
              "time | measured | command |", "|---|---|---:|---|---:|---:|---|---|---|---|---|---|"]
+    test_limit = (env.get("settings") or {}).get("test_limit")
+    limit = f" --test-limit {test_limit}" if test_limit else ""
     for name, row in env["results"]["rows"].items():
         budget = row.get("budget") or {}
         spent = f"{budget['minutes']:g} min" if "minutes" in budget else f"{budget.get('iterations_per_epoch')} steps"
@@ -197,7 +199,8 @@ def table(env: dict) -> list[str]:
                      f"{fmt(row['dice_range'][1])}) | {fmt(row['voxel_auroc'])} | {fmt(row['spearman_score_dice'])} | "
                      f"{fmt(row['ece_before'], 4)} → {fmt(row['ece_after'], 4)} | {t_cell} | {flag_cell} | "
                      f"×{fmt(row['timing']['ratio'], 2)} ({row['timing']['cases']} cases) | {measured} | "
-                     f"`python -m benchmarks run uncertainty --sets {name} --minutes {budget.get('minutes', 5):g}` |")
+                     f"`python -m benchmarks run uncertainty --sets {name} --minutes {budget.get('minutes', 5):g}"
+                     f"{limit}` |")
     lines.append("")
     lines.append("- Region: the reference's foreground added to the predicted or possible foreground, dilated 3 "
                  "voxels; at most 200k voxels drawn per case. Time: ratio of medians of `medseg.predict` with and "
