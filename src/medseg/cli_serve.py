@@ -21,6 +21,8 @@ def add_serve_parser(sub, add_device: Callable[[argparse.ArgumentParser], None])
                    "printed); a token on the command line is visible to other users of the machine")
     p.add_argument("--workers", type=int, default=1, help="prediction processes, each holding the models (default 1)")
     p.add_argument("--max-upload-mb", type=float, default=1024.0, help="largest upload (default 1024 MB; 413 beyond)")
+    p.add_argument("--max-unpacked-mb", type=float, default=4096.0, help="largest zipped DICOM series once "
+                   "unpacked (default 4096 MB; refused beyond)")
     p.add_argument("--queue-size", type=int, default=16, help="jobs that may wait for a worker (default 16; 429 beyond)")
     p.add_argument("--keep-minutes", type=float, default=60.0, help="results are removed this long after a job "
                    "ends (default 60)")
@@ -39,6 +41,7 @@ def run_serve(args: argparse.Namespace) -> None:
     token = args.token or os.environ.get("MEDSEG_SERVE_TOKEN")
     run_server(ServeSettings(runs=tuple(args.runs), token=token or new_token(), host=args.host, port=args.port,
                              workers=args.workers, device=args.device, max_upload_mb=args.max_upload_mb,
+                             max_unpacked_mb=args.max_unpacked_mb,
                              queue_size=args.queue_size, keep_minutes=args.keep_minutes, work_dir=args.work_dir,
                              cors_origins=tuple(args.cors_origin), uncertainty=not args.no_uncertainty),
                token_given=bool(token))
