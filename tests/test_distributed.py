@@ -131,3 +131,52 @@ def test_torchrun_trains_and_the_checkpoint_predicts_in_one_process(hippo_small,
     case = read_input_case(item, predictor.in_channels)
     mask = predictor.segment(case)
     assert mask.shape == case.spatial_shape and mask.dtype == np.uint8
+
+
+SPY = """
+import os, sys
+from pathlib import Path
+import medseg.inference  # noqa: F401  (the package's face re-exports the function `predict`)
+predict_module = sys.modules["medseg.inference.predict"]
+
+original = predict_module.write_prediction
+log = Path(sys.argv[1]) / f"rank{os.environ['RANK']}.txt"
+
+def spy(target, *args, **kwargs):  # which rank writes which mask
+    with open(log, "a") as f:
+        f.write(Path(target).name + "\\n")
+    return original(target, *args, **kwargs)
+
+predict_module.write_prediction = spy
+from medseg.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_torchrun_predict_shards_the_cases_and_writes_each_once(tmp_path):
+    """`torchrun --nproc_per_node 2 -m medseg predict`: each rank writes its own share of the
+    masks, each mask once; the masks and the statistics are those of one process."""
+    import medseg as api
+    from helpers import link_subset, real_dataset
+    from medseg.io import read_mask
+
+    src = real_dataset("kvasir-seg")  # colour pictures on a 128-pixel working grid: fast to predict
+    stems = tuple(sorted(p.stem for p in (src / "images").iterdir())[:5])
+    data = link_subset(src, tmp_path / "data", list(stems), "images", "masks")
+    run = api.train(data, tmp_path / "run", features=(8, 16, 32), batch_size=2, patch_size=(64, 64), image_size=128,
+                    iterations_per_epoch=2, val_fraction=0.4, plan=False, epochs=1, finish=False, device="cpu")
+    single = tmp_path / "single"
+    api.predict(run, data / "images", single, device="cpu", compile=False, overlays=False)
+    spy = tmp_path / "spy.py"
+    spy.write_text(textwrap.dedent(SPY))
+    out = tmp_path / "sharded"
+    result = _torchrun([str(spy), str(tmp_path), "predict", str(run), str(data / "images"), "--out", str(out),
+                        "--device", "cpu", "--no-compile", "--no-overlays"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    by_rank = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert by_rank[0] and by_rank[1] and not set(by_rank[0]) & set(by_rank[1])  # both worked, no mask twice
+    assert sorted(by_rank[0] + by_rank[1]) == sorted(f"{s}.png" for s in stems)
+    for stem in stems:
+        assert np.array_equal(read_mask(out / f"{stem}.png"), read_mask(single / f"{stem}.png")), stem
+    assert (out / "statistics.csv").read_text() == (single / "statistics.csv").read_text()
+    assert result.stdout.count("mask(s) written") == 1  # rank 0 alone reports

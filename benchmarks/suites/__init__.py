@@ -12,6 +12,8 @@ from types import ModuleType
 
 # name -> one line: what the suite measures (kept here so `list` imports nothing heavy)
 SUITES: dict[str, str] = {
+    "serve": "medseg serve under load on loopback (2D and 3D mixed, malformed uploads): masks equal to predict's, "
+              "4xx, no 5xx, queue bound, RSS, throughput against per-file `medseg predict`",
     "accuracy": "held-out Dice of `medseg train` + `medseg predict` on ISBI 2012, Kvasir-SEG, MSD Hippocampus "
                 "(the project's judged protocols and budgets)",
     "generalisation": "defaults only, one CPU budget per set, on every labelled set in ../shared/data, "

@@ -110,6 +110,7 @@ async function show(job, model, stats) {
     headers: headers(), colormap: "hot", opacity: 0 });
   await nv.loadVolumes(volumes);
   nv.volumes[1].setColormapLabel(labelColormap(model));
+  nv.setInterpolation(true);  // nearest neighbour: class borders stay voxel-sharp, colours exact
   nv.updateGLVolume();
   nv.setSliceType(model.dimensions === 2 ? SLICE_TYPE.AXIAL : SLICE_TYPE.MULTIPLANAR);
   if (model.dimensions === 3) nv.opts.multiplanarShowRender = 1;  // always: 3D render in the fourth tile
