@@ -109,8 +109,10 @@ def report2d(run2d, tmp_path_factory) -> Path:
 def test_report_2d_has_every_section(run2d, report2d):
     html = report2d.read_text()
     n_val = len(json.loads((run2d / "run.json").read_text())["split"]["val"])
-    assert html.count('src="data:image/png;base64,') == 2 + min(3, n_val)  # curves, boxes, overlays
+    # curves, boxes, overlays; the reliability diagram and the uncertainty heat maps
+    assert html.count('src="data:image/png;base64,') == 2 + min(3, n_val) + 1 + min(3, n_val)
     for heading in ("Validation metrics", "Per-case distribution", "Best, median and worst", "Learning curves",
+                    "Calibration and uncertainty",
                     "Cases, worst first", "Data", "Model", "Plan", "Time spent"):
         assert f"<h2>{heading}" in html, heading
     for text in ("HD95 px", "NSD", "Lesion F1", "cases missed", "FLOPs per patch", "GFLOPs", "parameters",

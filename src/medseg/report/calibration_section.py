@@ -87,12 +87,13 @@ def calibration_section(run: Path, tmp: Path) -> str:
 
 
 def _maps(run: Path, maps: dict) -> str:
-    cells = []
+    cells, seen = [], set()
     for label in ("best", "median", "worst"):
         entry = maps.get(label)
         picture = run / "validation" / entry["picture"] if entry else None
-        if picture is None or not picture.is_file():
+        if picture is None or not picture.is_file() or entry["case"] in seen:  # few cases: one may be two
             continue
+        seen.add(entry["case"])
         cells.append(f'<figure><img class="overlay" src="{data_uri(picture)}" alt="uncertainty of {escape(label)}">'
                      f'<figcaption>{escape(label)}: {escape(entry["case"])}, Dice {_num(entry.get("dice"), 3)}, '
                      f'score {_num(entry.get("score"))}</figcaption></figure>')
