@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from medseg import distributed
@@ -153,6 +154,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow  # about a minute: a training, two predictions, torchrun's start
 def test_torchrun_predict_shards_the_cases_and_writes_each_once(tmp_path):
     """`torchrun --nproc_per_node 2 -m medseg predict`: each rank writes its own share of the
     masks, each mask once; the masks and the statistics are those of one process."""
