@@ -141,6 +141,7 @@ def test_delete_removes_the_job_and_its_files(server):
     assert not (server.work / "jobs" / job_id).exists()
 
 
+@pytest.mark.slow  # a second server: about 40 s
 def test_results_expire_and_a_restart_fails_interrupted_jobs(served_runs, tmp_path):
     hippo = real_dataset("msd-hippocampus") / "imagesTr" / HIPPO_CASE
     work = tmp_path / "work"
