@@ -37,3 +37,12 @@ def test_prefetcher_yields_everything_and_surfaces_errors():
         assert "decode failed" in str(exc)
     else:
         raise AssertionError("error was swallowed")
+
+
+def test_a_suspended_epoch_leaves_the_callers_gradients_on():
+    images = [torch.randn(1, 20, 24)]
+    labels = [(images[0][0] > 0).to(torch.uint8)]
+    sampler = PatchSampler(images, labels, (16, 16), 2, AugmentConfig(), seed=0)
+    batches = sampler.epoch(0, 3)
+    x, _ = next(batches)
+    assert not x.requires_grad and torch.is_grad_enabled()

@@ -112,9 +112,12 @@ class PatchSampler:
 
     def epoch(self, epoch: int, iterations: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        with torch.no_grad():
-            for _ in range(iterations):
-                yield self.batch(gen)
+        for _ in range(iterations):
+            # grad mode is the caller's thread state: switched off around each batch only, never
+            # across a yield, where a suspended generator would leave the caller without gradients
+            with torch.no_grad():
+                batch = self.batch(gen)
+            yield batch
 
 
 class Prefetcher:
