@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 from .errors import MedsegInputError, MedsegOutputError
 
-__all__ = ["atomic_path", "check_writable", "write_bytes", "write_text", "temporary_name", "write_problem"]
+__all__ = ["atomic_path", "atomic_file_set", "check_writable", "write_bytes", "write_text", "temporary_name", "write_problem"]
 
 LOW_SPACE_BYTES = 64 * 1024  # below this much free space a failed write is put down to a full disk
 
@@ -124,6 +124,44 @@ def atomic_path(path: str | os.PathLike, *, size: int | None = None,
             tmp.unlink()
         except FileNotFoundError:
             pass
+        except OSError:
+            pass
+
+
+@contextmanager
+def atomic_file_set(path: str | os.PathLike, *, check: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """`atomic_path` for formats written as several files named after one another (MHD or NHDR
+    header + raw data file): yield `path`'s name inside a hidden temporary folder beside it, so the
+    header names its data file as it will be named in the end; on leaving the block every file
+    there is synced, the set is checked (`check(header)`), and the files are renamed into place,
+    the data files first and the header last, so the header never names data that is not there.
+    A failure leaves the previous files whole and raises `MedsegOutputError` naming `path`."""
+    path = Path(path)
+    folder = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmpdir"
+    try:
+        try:
+            folder.mkdir(parents=True)
+            yield folder / path.name
+            files = sorted(folder.iterdir(), key=lambda f: f.name == path.name)  # the header last
+            if not files or any(_sync(f) == 0 for f in files):
+                raise MedsegOutputError(path, write_problem(None, path.parent))
+            if check is not None:
+                check(folder / path.name)
+            for f in files:
+                os.replace(f, path.parent / f.name)
+        except (MedsegInputError, MedsegOutputError):
+            raise
+        except Exception as exc:
+            problem = write_problem(exc if isinstance(exc, OSError) else None, path.parent)
+            if not isinstance(exc, OSError) and not _disk_full(path.parent):
+                problem = f"the written files do not read back ({exc})"
+            raise MedsegOutputError(path, problem) from exc
+        _sync_folder(path.parent)
+    finally:
+        for f in folder.glob("*") if folder.is_dir() else ():
+            f.unlink(missing_ok=True)
+        try:
+            folder.rmdir()
         except OSError:
             pass
 

@@ -67,6 +67,27 @@ def test_geometry_round_trip(tmp_path, suffix):
     np.testing.assert_array_equal(read_mask(out), mask)
 
 
+@pytest.mark.parametrize("suffix", [".mhd", ".nhdr"])
+def test_detached_mask_is_written_as_a_set(hippo, tmp_path, suffix, monkeypatch):
+    """A header + data pair lands whole or not at all: the pair reads back, no temporary folder
+    stays, and a failed write leaves the earlier pair as it was."""
+    from medseg.errors import MedsegOutputError
+
+    _, label = hippo
+    _, _, meta = read_image(label)
+    mask = read_mask(label)
+    out = tmp_path / f"case{suffix}"
+    write_mask(out, mask, meta)
+    np.testing.assert_array_equal(read_mask(out), mask)
+    names = sorted(p.name for p in tmp_path.iterdir())  # the header and its data file, nothing else
+    assert len(names) == 2 and out.name in names and all(n.startswith("case.") for n in names), names
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr("medseg.io.registry.read_mask", lambda path: np.zeros_like(mask))  # a bad read-back
+    with pytest.raises(MedsegOutputError, match=f"case{suffix}"):
+        write_mask(out, mask, meta)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_mask_without_geometry_gets_itk_defaults(tmp_path):
     out = tmp_path / "plain.mha"
     write_mask(out, np.ones((2, 3, 4), np.uint8), None)

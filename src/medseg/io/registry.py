@@ -36,8 +36,8 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from medseg.atomic import atomic_path, write_problem
-from medseg.errors import MedsegInputError, MedsegOutputError
+from medseg.atomic import atomic_file_set, atomic_path
+from medseg.errors import MedsegInputError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -262,7 +262,8 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray, meta: dict | None = No
     Parent folders are created. The write is atomic (`medseg.atomic`): to a temporary file,
     read back and compared with `mask`, then renamed; a failure leaves any previous file whole
     and raises `MedsegOutputError` ("cannot write FILE: no space left on device"). Writers
-    marked ``in_place`` (formats whose data file is named after the header) write directly.
+    marked ``in_place`` (formats whose data file is named after the header) write the set in a
+    temporary folder beside it, moved into place data first, header last.
     """
     path = Path(path)
     writer = _lookup(path, _MASK_WRITERS, "mask output", MASK_WRITE_SUFFIXES)
@@ -273,12 +274,9 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray, meta: dict | None = No
         if mask.size and not np.array_equal(mask, np.round(mask)):
             raise MedsegInputError(path, f"mask to write holds non-integer values (dtype {mask.dtype})")
         mask = mask.astype(np.int64)
-    if getattr(writer, "in_place", False):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            writer(path, mask, meta)
-        except OSError as e:
-            raise MedsegOutputError(path, write_problem(e, path.parent)) from e
+    if getattr(writer, "in_place", False):  # header + data file: written as a set (`atomic_file_set`)
+        with atomic_file_set(path, check=lambda tmp: _check_written_mask(tmp, mask)) as tmp:
+            writer(tmp, mask, meta)
         return
     with atomic_path(path, check=lambda tmp: _check_written_mask(tmp, mask)) as tmp:
         writer(tmp, mask, meta)

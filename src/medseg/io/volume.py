@@ -258,8 +258,9 @@ def write_volume_mask(path: Path, mask: np.ndarray, meta: dict | None = None) ->
 
 @register_mask_writer(".mhd", ".nhdr")
 def write_detached_volume_mask(path: Path, mask: np.ndarray, meta: dict | None = None) -> None:
-    """MHD/NHDR: a header plus a data file named after it, so written in place (a temporary
-    header would name a temporary data file)."""
+    """MHD/NHDR: a header plus a data file named after it, so written under the final name (a
+    temporary header would name a temporary data file); `write_mask` puts the pair in a temporary
+    folder first (`medseg.atomic.atomic_file_set`)."""
     write_volume_mask(path, mask, meta)
 
 
