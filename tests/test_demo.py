@@ -33,7 +33,9 @@ def test_demo_trains_fixed_steps_and_writes_one_report(tmp_path: Path, capsys):
     assert sorted(p.name for p in out.rglob("*.html")) == ["report.html"]
     html = report.read_text()
     n_val = len(info["split"]["val"])
-    assert html.count('src="data:image/png;base64,') == 2 + min(3, n_val)
+    # curves, boxes, overlays; the reliability diagram and the uncertainty heat maps
+    assert html.count('src="data:image/png;base64,') == 2 + min(3, n_val) + 1 + min(3, n_val)
+    assert "Calibration and uncertainty" in html
     assert 'alt="learning curves"' in html and 'alt="per-case box plots"' in html
     for word in ("organ", "lesion", "Dice", "HD95", "worst", "median", "best", "Held-out test set", "FLOPs"):
         assert word in html
