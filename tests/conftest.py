@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -45,6 +46,26 @@ def _locale_restored():
     yield
     if locale.setlocale(locale.LC_ALL) != SESSION_LOCALE:
         locale.setlocale(locale.LC_ALL, SESSION_LOCALE)
+
+
+SESSION_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _torch_state_kept():
+    """A test leaves torch's process state as it found it: gradients on, the session's thread
+    count. A leak here made later tests fail far from their cause (a generator suspended inside
+    `no_grad` left the main thread without gradients; a test that lowered the thread count made
+    the plans after it plan for one thread), so the leaking test fails itself, by name."""
+    yield
+    leaks = []
+    if not torch.is_grad_enabled():
+        leaks.append("gradients left disabled")
+        torch.set_grad_enabled(True)
+    if torch.get_num_threads() != SESSION_THREADS:
+        leaks.append(f"thread count left at {torch.get_num_threads()} (session: {SESSION_THREADS})")
+        torch.set_num_threads(SESSION_THREADS)
+    assert not leaks, "this test changed torch's process state: " + "; ".join(leaks)
 
 
 @pytest.fixture
