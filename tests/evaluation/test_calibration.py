@@ -11,7 +11,9 @@ import torch
 
 from medseg.evaluation.calibration import (auroc, expected_calibration_error, flag_precision_recall,
                                            reliability_bins, spearman)
-from medseg.training.calibrate import choose_temperature, fit_temperature, flag_threshold, mean_dice
+from medseg.training.calibrate import flag_threshold, mean_dice
+from medseg.training.temperature import (choose_temperature, fit_temperature, held_out_scores, mask_class_ece,
+                                         nll)
 
 
 def _calibrated_set(n: int = 60000, classes: int = 3, seed: int = 0):
@@ -45,12 +47,67 @@ def test_per_class_temperatures_are_kept_only_when_they_help_on_held_out_cases()
     samples = [(log_probs[i::8], labels[i::8]) for i in range(8)]
     temperature, evidence = choose_temperature(samples)    # one overconfidence for all classes
     assert len(temperature) == 1 and temperature[0] == pytest.approx(2.0, rel=0.1)
-    assert evidence["nll_after_single"] < evidence["nll_before"]
+    held = evidence["held_out"]
+    assert held["single"]["nll"] < held["none"]["nll"] and held["single"]["ece"] < held["none"]["ece"] / 2
+    assert evidence["choice"].startswith("single")
     # class 2's log-probability alone is 3x too sharp: p_k proportional to q_k ** a_k, a = (1, 1, 3)
     log_probs = torch.log_softmax(torch.log_softmax(logits, 1) * torch.tensor([1.0, 1.0, 3.0]), 1)
     samples = [(log_probs[i::8], labels[i::8]) for i in range(8)]
     temperature, evidence = choose_temperature(samples)
-    assert evidence["per_class"] == "chosen" and len(temperature) == 3
+    assert evidence["choice"].startswith("per class") and len(temperature) == 3
+    assert temperature[2] == pytest.approx(3.0, rel=0.15)
+    # correcting one class moves the most probable class off the mask's somewhere: recorded, not hidden
+    assert evidence["held_out"]["per_class"]["argmax_changed"] > 0.01
+
+
+def _skewed_overconfident(seed: int, cases: int = 8, voxels: int = 3000) -> list:
+    """A binary model on mostly background (a skewed 2D region), twice too sure of itself, its
+    truth a gentle slope: P(foreground | logit z) = sigmoid(0.6 z - 2)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(cases):
+        z = torch.randn(voxels, generator=g) * 2.5 - 2
+        labels = (torch.rand(voxels, generator=g) < torch.sigmoid(0.6 * z - 2)).long()
+        out.append((torch.log_softmax(torch.stack([torch.zeros(voxels), z], 1), 1), labels))
+    return out
+
+
+def _mask_ece(samples: list, temperature) -> float:
+    log_probs, labels = torch.cat([s[0] for s in samples]), torch.cat([s[1] for s in samples])
+    return mask_class_ece(log_probs, labels, temperature)
+
+
+def test_a_per_class_temperature_that_wins_on_nll_but_loses_on_ece_is_not_kept() -> None:
+    """The fault behind a calibration that made ECE worse: per-class temperatures chosen because
+    their held-out NLL was lower, never asked about ECE. Here they push the background's T to
+    the bound and make fresh cases' ECE worse than no temperature; the single T repairs it."""
+    fit_on, fresh = _skewed_overconfident(0), _skewed_overconfident(1)
+    log_probs, labels = torch.cat([s[0] for s in fit_on]), torch.cat([s[1] for s in fit_on])
+    per_class = fit_temperature(log_probs, labels, per_class=True)
+    assert per_class[0] == pytest.approx(20.0, rel=0.01)                      # at the bound
+    assert _mask_ece(fresh, per_class) > _mask_ece(fresh, 1.0)                 # worse than nothing
+    temperature, evidence = choose_temperature(fit_on)
+    held = evidence["held_out"]
+    assert held["per_class"]["nll"] < 0.98 * held["single"]["nll"]            # what the NLL rule chose on
+    assert held["per_class"]["ece"] > held["single"]["ece"]
+    assert evidence["choice"].startswith("single") and len(temperature) == 1
+    assert _mask_ece(fresh, temperature) < _mask_ece(fresh, 1.0) / 2
+
+
+def test_a_temperature_that_does_not_help_held_out_cases_is_not_kept() -> None:
+    """Half the cases three times too sure, half three times too unsure: a T fitted on one half
+    makes the other worse, so none is kept (T = 1, and the record says why), although a T fitted
+    on all of them lowers their in-sample NLL."""
+    logits, labels = _calibrated_set(24000)
+    samples = [(torch.log_softmax(logits[i::8] * (3.0 if i % 2 else 1 / 3), 1), labels[i::8]) for i in range(8)]
+    temperature, evidence = choose_temperature(samples)
+    assert temperature == [1.0]
+    assert evidence["choice"].startswith("T = 1") and "not below" in evidence["choice"]
+    held = held_out_scores(samples, ["single"])
+    assert held["single"]["nll"] > held["none"]["nll"] and held["single"]["ece"] > held["none"]["ece"]
+    pooled = torch.cat([s[0] for s in samples]), torch.cat([s[1] for s in samples])
+    assert nll(*pooled, fit_temperature(*pooled)) < nll(*pooled, 1.0)
+    assert choose_temperature(samples[:1])[0] == [1.0]                         # no half to judge on
 
 
 def test_reliability_bins_count_every_voxel_once() -> None:

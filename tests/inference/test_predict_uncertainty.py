@@ -20,6 +20,7 @@ from PIL import Image
 import medseg
 from helpers import hippocampus_msd, real_dataset
 from medseg.manifest import read_outputs
+from medseg.training.calibrate import calibrate_run
 
 OLD_RUN = Path(__file__).resolve().parents[1] / "golden" / "run_before_restructure"
 TINY3D = dict(features=(8, 16, 32), batch_size=2, patch_size=(24, 32, 24), iterations_per_epoch=2,
@@ -47,6 +48,18 @@ def test_training_stores_the_calibration_and_the_report_draws_it(hippo_run: Path
         assert (hippo_run / "validation" / entry["map"]).is_file()
         assert (hippo_run / "validation" / entry["picture"]).is_file()
     assert "Calibration and uncertainty" in (hippo_run / "report.html").read_text()
+    assert record["temperature_choice"] and record["fit"]["choice"]            # the rule's verdict, with reasons
+
+
+def test_the_calibration_reuses_the_validation_probabilities_and_fits_what_a_fresh_pass_fits(
+        hippo_run: Path, tmp_path: Path) -> None:
+    record = json.loads((hippo_run / "calibration.json").read_text())
+    n = len(record["cases"])
+    assert record["probabilities"].startswith(f"{n} of {n} cases from the final validation")
+    fresh = calibrate_run(shutil.copytree(hippo_run, tmp_path / "run"), overwrite=True, device="cpu")
+    assert fresh["probabilities"].startswith(f"0 of {n}")                     # predicted again here
+    for key in ("temperature", "ece_before", "ece_after", "flag_threshold", "cases", "fit"):
+        assert fresh[key] == record[key], key
 
 
 def test_volumes_get_float32_entropy_maps_on_the_mask_grid(hippo_run: Path, tmp_path: Path) -> None:

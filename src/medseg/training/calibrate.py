@@ -8,15 +8,15 @@ The rules, and why:
   (`medseg.inference.uncertainty.relevant_region`, the reference's foreground added), at most
   `VOXELS_PER_CASE` of them drawn at random per case (seeded; `VOXELS_IN_ALL` shared out when
   there are many cases), so fitting costs seconds on a CPU and every case weighs about the same.
-* Temperature: the T minimising the negative log-likelihood of those voxels' reference labels
-  under ``softmax(log p / T)`` (golden-section search on log T in [0.05, 20]; the NLL is
-  convex in 1/T). One T per run. One T per class (coordinate descent from the run's T) replaces
-  it only where it generalises: fitted on half the validation cases (alternating) and scored on
-  the other half, both ways, its held-out NLL must be at least `PER_CLASS_GAIN` (2 %) below the
-  single T's. A temperature never changes a mask (`Predictor.predict_uncertain`).
-* ECE: `medseg.evaluation.calibration` (15 equal-width bins of the predicted class's
-  probability), on the same voxels, before (T = 1) and after; the bins are stored for the
-  report's reliability diagram.
+* Temperature: `medseg.training.temperature.choose_temperature`: none, one per run or one per
+  class, each fitted by NLL on one half of the validation cases and judged on the other (both
+  ways); kept only if it lowers both the held-out ECE and the held-out NLL, then refitted on all
+  of them; otherwise T = 1, with the reason under ``fit.choice``. A temperature never changes a
+  mask (`Predictor.predict_uncertain`).
+* ECE: `medseg.evaluation.calibration` (15 equal-width bins of the probability of the mask's
+  class), on all the voxels, before (T = 1) and after (in-sample; the held-out figures the
+  choice was made on are under ``fit.held_out``); the bins are stored for the report's
+  reliability diagram.
 * Flag threshold: "bad" cases have a mean foreground Dice below the validation cases' 20th
   percentile. With at least `MIN_CASES_FOR_F1` (10) validation cases and one bad one, the
   threshold is the case score (`case_score`, calibrated) that best separates them (largest F1
@@ -29,7 +29,6 @@ The rules, and why:
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 import time
@@ -40,7 +39,8 @@ import torch
 
 from ..atomic import write_text
 from ..evaluation.calibration import ECE_BINS, auroc, ece_from_bins, reliability_bins, spearman
-from ..inference import Predictor, output_suffix, read_input_case
+from ..inference import Predictor, argmax_mask, output_suffix, read_input_case
+from ..inference.postprocess import apply_postprocessing
 from ..inference.uncertainty import apply_temperature, case_score, max_entropy, predictive_entropy, relevant_region
 from ..inference.uncertainty_outputs import map_suffix
 from ..io.dataset import read_case
@@ -50,75 +50,14 @@ from ..io.layout import InputCase, describe_dataset
 from ..report.heatmap import save_heatmap
 from ..report.run_report import VALIDATION_DIR
 from ..runs import CALIBRATION_FILE, read_calibration, read_run_info, run_label_suffix
+from .temperature import choose_temperature, describe_choice
 
 VOXELS_PER_CASE = 20000
 VOXELS_IN_ALL = 200000  # fewer per case when there are many cases: the fit stays a few seconds
-PER_CLASS_GAIN = 0.02
 MIN_CASES_FOR_F1 = 10
 MAX_FLAGGED_PER_BAD = 2  # the threshold flags at most twice as many cases as are bad
 BAD_QUANTILE = 0.2
-T_RANGE = (0.05, 20.0)
 UNCERTAINTY_MAPS = "uncertainty"  # RUN/validation/<this>/
-
-
-def nll(log_probs: torch.Tensor, labels: torch.Tensor, temperature: torch.Tensor | float) -> float:
-    """Mean negative log-likelihood of `labels` (N,) under softmax(log_probs (N, K) / T)."""
-    return float(torch.nn.functional.cross_entropy(log_probs / torch.as_tensor(temperature), labels))
-
-
-def _golden(f, lo: float, hi: float, steps: int = 30) -> float:
-    """Minimiser of a unimodal f on [lo, hi] by golden-section search."""
-    ratio = (math.sqrt(5) - 1) / 2
-    a, b = lo, hi
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = f(c), f(d)
-    for _ in range(steps):
-        if fc <= fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = f(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = f(d)
-    return (a + b) / 2
-
-
-def fit_temperature(log_probs: torch.Tensor, labels: torch.Tensor, per_class: bool = False,
-                    sweeps: int = 3) -> list[float]:
-    """The temperature(s) minimising the NLL: one number, or one per class (module docstring)."""
-    lo, hi = math.log(T_RANGE[0]), math.log(T_RANGE[1])
-    single = math.exp(_golden(lambda u: nll(log_probs, labels, math.exp(u)), lo, hi))
-    if not per_class:
-        return [single]
-    t = torch.full((log_probs.shape[1],), single)
-    for _ in range(sweeps):
-        for k in range(len(t)):
-            def f(u: float, k: int = k) -> float:
-                trial = t.clone()
-                trial[k] = math.exp(u)
-                return nll(log_probs, labels, trial)
-            t[k] = math.exp(_golden(f, lo, hi))
-    return [float(v) for v in t]
-
-
-def choose_temperature(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[float], dict]:
-    """One T, or one per class where that wins on held-out halves by `PER_CLASS_GAIN`."""
-    log_probs = torch.cat([s[0] for s in samples])
-    labels = torch.cat([s[1] for s in samples])
-    single = fit_temperature(log_probs, labels)
-    evidence: dict = {"nll_before": nll(log_probs, labels, 1.0), "nll_after_single": nll(log_probs, labels, single[0])}
-    if len(samples) < 4 or log_probs.shape[1] < 2:
-        return single, {**evidence, "per_class": "not tried (fewer than 4 validation cases)"}
-    halves = [(torch.cat([s[0] for s in samples[i::2]]), torch.cat([s[1] for s in samples[i::2]])) for i in (0, 1)]
-    held_single = held_class = 0.0
-    for fit, test in ((halves[0], halves[1]), (halves[1], halves[0])):
-        held_single += nll(test[0], test[1], fit_temperature(*fit)[0]) / 2
-        held_class += nll(test[0], test[1], torch.tensor(fit_temperature(*fit, per_class=True))) / 2
-    evidence.update(held_out_nll_single=held_single, held_out_nll_per_class=held_class)
-    if held_class <= held_single * (1 - PER_CLASS_GAIN):
-        return fit_temperature(log_probs, labels, per_class=True), {**evidence, "per_class": "chosen"}
-    return single, {**evidence, "per_class": f"not chosen (held-out NLL gain under {PER_CLASS_GAIN:.0%})"}
 
 
 def flag_threshold(scores: np.ndarray, dice: np.ndarray) -> tuple[float | None, str]:
@@ -180,9 +119,12 @@ def _voxel_stats(samples, temperature) -> dict:
     return out
 
 
-def calibrate_run(run: str | os.PathLike, *, device: str = "auto", overwrite: bool = False) -> dict | None:
+def calibrate_run(run: str | os.PathLike, *, device: str = "auto", overwrite: bool = False,
+                  probabilities: str | os.PathLike | None = None) -> dict | None:
     """Fit and store RUN/calibration.json from the validation cases (module docstring); returns it.
-    Returns the stored one unless `overwrite`; None for a run without validation cases."""
+    Returns the stored one unless `overwrite`; None for a run without validation cases.
+    `probabilities`: a folder of ``<case id>.npy`` float16 class probabilities the final validation
+    kept (`medseg.training.finish.ensure_validation`); the cases found there are not predicted again."""
     run = Path(run)
     if not overwrite and (stored := read_calibration(run)) is not None:
         return stored
@@ -197,41 +139,50 @@ def calibrate_run(run: str | os.PathLike, *, device: str = "auto", overwrite: bo
     mapping = LabelMapping.from_dict(info["label_mapping"])
     predictor = Predictor(run, device=device, calibrate=False)
     classes, rng = predictor.num_classes, np.random.default_rng(0)
-    samples, cases = [], []
+    samples, cases, files, reused = [], [], [], 0
     per_case = max(1000, min(VOXELS_PER_CASE, VOXELS_IN_ALL // max(1, len(pairs))))
     with tempfile.TemporaryDirectory(prefix="medseg-calibration-") as scratch:
-        for pair in pairs:  # one pass through the network; probabilities kept on disk (float16)
-            case = read_input_case(InputCase(pair.case_id, pair.image_files), predictor.in_channels)
+        for pair in pairs:  # one pass through the network at most; probabilities kept on disk (float16)
             reference = torch.from_numpy(np.asarray(read_case(pair, mapping, dataset.channels).label).astype(np.int64))
-            result = predictor.predict_uncertain(case)
-            if tuple(reference.shape) != tuple(result.mask.shape):
+            kept = Path(probabilities) / f"{pair.case_id}.npy" if probabilities is not None else None
+            if kept is not None and kept.is_file():
+                probs16, reused = torch.from_numpy(np.load(kept)), reused + 1
+            else:
+                case = read_input_case(InputCase(pair.case_id, pair.image_files), predictor.in_channels)
+                probs16 = predictor.probabilities(case, dtype=torch.float16)  # what `segment` argmaxes
+                kept = Path(scratch) / f"{len(cases)}.npy"
+                np.save(kept, probs16.numpy())
+            mask = apply_postprocessing(argmax_mask(probs16), predictor.postprocessing)  # `segment`'s mask
+            if tuple(reference.shape) != tuple(mask.shape) or probs16.shape[0] != classes:
                 raise ValueError(f"{pair.label}: reference shape {tuple(reference.shape)} differs from the "
-                                 f"prediction's {result.mask.shape}")
-            raw = result.probabilities
+                                 f"prediction's {mask.shape} (or {kept} holds other classes)")
+            raw = probs16.float()
             region = relevant_region(raw, reference)
             samples.append(_draw(torch.log(raw.clamp_min(1e-12)), reference, region, rng, per_case))
-            np.save(Path(scratch) / f"{len(cases)}.npy", raw.half().numpy())
-            cases.append({"case": pair.case_id, "dice": mean_dice(result.mask, reference.numpy(), classes)})
+            files.append(kept)
+            cases.append({"case": pair.case_id, "dice": mean_dice(mask, reference.numpy(), classes)})
         temperature, evidence = choose_temperature(samples) if samples and len(torch.cat([s[1] for s in samples])) \
-            else ([1.0], {"note": "no relevant voxels"})
+            else ([1.0], {"choice": "T = 1: no relevant voxels in the validation cases"})
         t = temperature[0] if len(temperature) == 1 else temperature
         for index, row in enumerate(cases):
-            probs = apply_temperature(torch.from_numpy(np.load(Path(scratch) / f"{index}.npy")), t).float()
+            probs = apply_temperature(torch.from_numpy(np.load(files[index])), t).float()
             row["score"] = case_score(probs, predictive_entropy(probs))
         scores = np.array([c["score"] for c in cases])
         dice = np.array([c["dice"] for c in cases])
         threshold, rule = flag_threshold(scores, dice)
         for row in cases:
             row["flagged"] = threshold is not None and row["score"] >= threshold
-        shown = _write_maps(run, predictor, pairs, cases, scratch, t) if cases else {}
+        shown = _write_maps(run, predictor, pairs, cases, files, t) if cases else {}
     stats = _voxel_stats(samples, t) if samples else {}
     record = {
-        "temperature": t, "per_class": len(temperature) > 1, "flag_threshold": threshold, "flag_rule": rule,
-        "ece_bins": ECE_BINS, "ece_binning": "equal-width bins of the predicted class's probability on [0, 1]",
+        "temperature": t, "per_class": len(temperature) > 1, "temperature_choice": describe_choice(evidence),
+        "flag_threshold": threshold, "flag_rule": rule,
+        "ece_bins": ECE_BINS, "ece_binning": "equal-width bins of the probability of the mask's class on [0, 1]",
         "voxels": "foreground-relevant region (predicted or possible foreground, reference foreground, dilated), "
                   f"at most {per_case} per case", **stats, "fit": evidence,
         "case_score_spearman_dice": spearman(scores, dice), "cases": cases, "maps": shown,
         "fitted_on": f"validation split of {run.name} ({len(cases)} cases)",
+        "probabilities": f"{reused} of {len(cases)} cases from the final validation, the rest predicted here",
         "seconds": round(time.perf_counter() - start, 2)}
     write_text(run / CALIBRATION_FILE, json.dumps(record, indent=2, default=_json_number))
     return record
@@ -241,7 +192,7 @@ def _json_number(value):
     return float(value) if isinstance(value, (np.floating, np.integer)) else str(value)
 
 
-def _write_maps(run: Path, predictor: Predictor, pairs: list, cases: list[dict], scratch: str, t) -> dict:
+def _write_maps(run: Path, predictor: Predictor, pairs: list, cases: list[dict], files: list[Path], t) -> dict:
     """Entropy maps and heat maps of the best, median and worst validation cases (by Dice)."""
     order = sorted(range(len(cases)), key=lambda i: cases[i]["dice"])
     picks = {"worst": order[0], "median": order[len(order) // 2], "best": order[-1]}
@@ -251,7 +202,7 @@ def _write_maps(run: Path, predictor: Predictor, pairs: list, cases: list[dict],
         pair = pairs[index]
         item = InputCase(pair.case_id, pair.image_files)
         case = read_input_case(item, predictor.in_channels)
-        raw = torch.from_numpy(np.load(Path(scratch) / f"{index}.npy"))
+        raw = torch.from_numpy(np.load(files[index]))
         probs = apply_temperature(raw, t).float()
         entropy = predictive_entropy(probs)
         mask = raw.float().argmax(dim=0).numpy().astype(np.uint8)  # as predicted (a temperature never changes it)

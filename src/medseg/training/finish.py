@@ -19,11 +19,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..atomic import write_text
 from ..errors import MedsegInputError
 from ..evaluation import evaluate
-from ..inference import Predictor, output_suffix, read_input_case
+from ..inference import Predictor, argmax_mask, output_suffix, read_input_case
 from ..inference.postprocess import apply_postprocessing, choose_postprocessing, describe, write_postprocessing
 from ..io import write_mask
 from ..io.dataset import read_case
@@ -45,7 +46,8 @@ def _record(out: Path) -> dict:
 
 
 def ensure_validation(run_dir: str | os.PathLike, *, device: str = "auto", checkpoint: str = "best",
-                      overwrite: bool = False, postprocess: bool = True) -> Path:
+                      overwrite: bool = False, postprocess: bool = True,
+                      keep_probabilities: Path | None = None) -> Path:
     """RUN/validation with one predicted mask per validation case, metrics.csv and summary.json.
 
     Returns at once when metrics.csv and summary.json are already there (unless `overwrite`).
@@ -57,7 +59,9 @@ def ensure_validation(run_dir: str | os.PathLike, *, device: str = "auto", check
     class names). ``validation.json`` records the checkpoint, the seconds spent and the classes
     whose postprocessing (the run's, as `medseg predict` applies it) the masks went through;
     `postprocess=False` predicts them without it (and replaces postprocessed ones). A run without
-    validation cases gets the folder with only validation.json in it.
+    validation cases gets the folder with only validation.json in it. `keep_probabilities`: a
+    folder that receives each predicted case's float16 class probabilities as ``<case id>.npy``,
+    for the calibration to use instead of predicting the cases again (`calibrate_run`).
     """
     run = Path(run_dir)
     info = read_run_info(run)
@@ -96,7 +100,12 @@ def ensure_validation(run_dir: str | os.PathLike, *, device: str = "auto", check
         for pair in val_pairs:
             item = InputCase(pair.case_id, pair.image_files)
             case = read_input_case(item, predictor.in_channels)
-            write_mask(targets[pair.case_id], predictor.segment(case), case.meta)
+            probs = predictor.probabilities(case, dtype=torch.float16)  # `segment`, keeping its probabilities
+            if keep_probabilities is not None:
+                np.save(keep_probabilities / f"{pair.case_id}.npy", probs.numpy())
+            mask = apply_postprocessing(argmax_mask(probs), predictor.postprocessing)
+            del probs
+            write_mask(targets[pair.case_id], mask, case.meta)
         record["predict_s"] = round(time.perf_counter() - start, 2)
         record["postprocessing"] = list((predictor.postprocessing or {}).get("largest_component_classes", []))
     else:  # every mask is there (e.g. only the metrics were deleted): evaluate them again
@@ -169,11 +178,11 @@ def reference_folder(pairs: list, links: Path) -> Path:
     return links
 
 
-def _validation_cases(run: Path):
+def _validation_cases(run: Path, keep_probabilities: Path | None = None):
     """(predicted mask, reference label) per validation case of a finished run, read lazily: the
     masks as predicted, before any postprocessing (what a choice of postprocessing is made on)."""
     info = read_run_info(run)
-    val_dir = ensure_validation(run, postprocess=False)
+    val_dir = ensure_validation(run, postprocess=False, keep_probabilities=keep_probabilities)
     masks = {case_stem(p): p for p in val_dir.iterdir() if p.is_file() and not p.name.endswith((".csv", ".json"))}
     masks.update({case_stem(p): p for p in (val_dir / RAW_DIR).glob("*") if p.is_file()})
     val_ids = [str(c) for c in (info.get("split") or {}).get("val", [])]
@@ -193,14 +202,15 @@ def _validation_cases(run: Path):
 def finish_run(run: str | os.PathLike, report: bool = True) -> dict:
     """Validation predictions, postprocessing choice and report for one run folder."""
     run = Path(run)
-    info, cases = _validation_cases(run)
-    spec = choose_postprocessing((load(c) for c, load in cases), int(len(info["class_names"])),
-                                 info.get("class_names"))
-    spec["chosen_on"] = f"validation split of {run.name} ({len(cases)} cases)"
-    write_postprocessing(run, spec)
-    print(describe(spec))
-    postprocess_validation(run, spec)
-    _calibrate(run)
+    with tempfile.TemporaryDirectory(prefix="medseg-validation-probabilities-") as kept:
+        info, cases = _validation_cases(run, Path(kept))  # the calibration reuses these probabilities
+        spec = choose_postprocessing((load(c) for c, load in cases), int(len(info["class_names"])),
+                                     info.get("class_names"))
+        spec["chosen_on"] = f"validation split of {run.name} ({len(cases)} cases)"
+        write_postprocessing(run, spec)
+        print(describe(spec))
+        postprocess_validation(run, spec)
+        _calibrate(run, Path(kept))
     if report:
         _write_report(run)
     return spec
@@ -228,17 +238,19 @@ def finish_crossval(root: str | os.PathLike) -> dict:
     return spec
 
 
-def _calibrate(run: Path) -> None:
-    """RUN/calibration.json fitted afresh on the validation cases (`medseg.training.calibrate`);
-    a failure warns and never costs the trained model (predictions then go uncalibrated)."""
+def _calibrate(run: Path, probabilities: Path | None = None) -> None:
+    """RUN/calibration.json fitted afresh on the validation cases (`medseg.training.calibrate`),
+    from the validation's kept `probabilities` where there are some; a failure warns and never
+    costs the trained model (predictions then go uncalibrated)."""
     try:
-        record = calibrate_run(run, overwrite=True)
+        record = calibrate_run(run, overwrite=True, probabilities=probabilities)
     except Exception as exc:  # noqa: BLE001 - the run is saved; `medseg report` fits it again
         warnings.warn(f"{run}: the calibration could not be fitted ({exc}); run `medseg report {run}` to retry")
         return
     if record:
         print(f"calibration: temperature {record['temperature']}, ECE {record.get('ece_before', float('nan')):.4f} "
-              f"-> {record.get('ece_after', float('nan')):.4f}, flag threshold {record['flag_threshold']}")
+              f"-> {record.get('ece_after', float('nan')):.4f}, flag threshold {record['flag_threshold']} "
+              f"({record.get('temperature_choice', '')})")
 
 
 def _write_report(run: Path) -> None:
