@@ -7,12 +7,15 @@ which end by fitting the run's temperature and flag threshold on its validation 
 
 * Voxel AUROC of the (calibrated) entropy for "this voxel is wrong" (argmax != reference), pooled
   over the held-out voxels of the foreground-relevant region with the reference's foreground
-  added (`relevant_region(probs, reference)`: predicted or possible foreground, or reference
-  foreground, dilated 3 voxels). Goal >= 0.85.
+  added (`relevant_region(raw probabilities, reference)`: predicted or possible foreground, or
+  reference foreground, dilated 3 voxels; the uncalibrated probabilities, as the calibration's
+  fit takes them, so every temperature is judged on the same voxels). Goal >= 0.85.
 * Case level: Spearman's rho between the case score and the case's mean foreground Dice. Goal
   |rho| >= 0.5 where Dice varies (Kvasir, BraTS).
-* ECE (15 equal-width bins, same voxels) with T = 1 and with the run's temperature. Goal: after
-  <= half of before.
+* ECE (15 equal-width bins, same voxels) with T = 1 and with the run's temperature: the
+  confidence is the (calibrated) probability of the mask's class, the class whose correctness is
+  scored, as `medseg.training.temperature` judges it. (The most probable calibrated class is not
+  that class wherever a per-class T moves it off the mask's.) Goal: after <= half of before.
 * Flags: "bad" = Dice below the held-out set's 20th percentile; precision and recall of the
   run's stored threshold (`score >= flag_threshold`).
 * Cost: `medseg.predict` with and without `uncertainty=True`, same run and cases, interleaved
@@ -58,7 +61,7 @@ def measure(name: str, split, run: Path, rng: np.random.Generator) -> dict:
     from medseg.inference import Predictor, read_input_case
     from medseg.inference.uncertainty import apply_temperature, case_score, predictive_entropy, relevant_region
     from medseg.io.layout import prediction_inputs
-    from medseg.runs import read_calibration
+    from medseg.runs import read_calibration, read_run_info
     from medseg.training.calibrate import mean_dice
 
     calibration = read_calibration(run) or {}
@@ -80,17 +83,18 @@ def measure(name: str, split, run: Path, rng: np.random.Generator) -> dict:
         raw = result.probabilities
         calibrated = apply_temperature(raw, temperature).float()
         entropy = predictive_entropy(calibrated)
-        region = relevant_region(calibrated, torch.from_numpy(reference)).numpy()
+        region = relevant_region(raw, torch.from_numpy(reference)).numpy()
         index = np.flatnonzero(region.ravel())
         if index.size > VOXELS_PER_CASE:
             index = rng.choice(index, VOXELS_PER_CASE, replace=False)
-        argmax = raw.argmax(0).numpy().ravel()[index]
+        mask_class = raw.argmax(0)
+        argmax = mask_class.numpy().ravel()[index]
         ref = reference.ravel()[index]
         entropy_all.append(entropy.numpy().ravel()[index])
         wrong_all.append(argmax != ref)
         correct_all.append(argmax == ref)
         conf_raw.append(raw.amax(0).numpy().ravel()[index])
-        conf_cal.append(calibrated.amax(0).numpy().ravel()[index])
+        conf_cal.append(calibrated.gather(0, mask_class[None])[0].numpy().ravel()[index])  # the mask's class
         scores.append(case_score(calibrated, entropy))
         dice.append(mean_dice(result.mask, reference, predictor.num_classes))
     correct = np.concatenate(correct_all)
@@ -107,7 +111,14 @@ def measure(name: str, split, run: Path, rng: np.random.Generator) -> dict:
             "ece_before": ece_before, "ece_after": ece_after,
             "ece_ratio": ece_after / ece_before if ece_before else None, "temperature": temperature,
             "flag_threshold": threshold, "flags": flags, "held_out_cases": len(scores),
-            "validation_ece": {k: calibration.get(k) for k in ("ece_before", "ece_after") if k in calibration}}
+            "validation_ece": {k: calibration.get(k) for k in ("ece_before", "ece_after") if k in calibration},
+            "temperature_choice": calibration.get("temperature_choice"),
+            "calibration_s": calibration.get("seconds"), "training": _training(read_run_info(run))}
+
+
+def _training(info: dict) -> dict:
+    """How much the run trained: steps done against the plan's, and whether it starved."""
+    return {k: info.get(k) for k in ("iterations_done", "steps_expected", "starved", "best_val_dice_mean")}
 
 
 def timing(run: Path, split, work: Path, cases: int, rounds: int) -> dict:
@@ -166,9 +177,9 @@ def run(args: argparse.Namespace) -> tuple[dict, dict]:
         if args.work is None:
             shutil.rmtree(base, ignore_errors=True)
     settings = {"sets": sets, "minutes": args.minutes, "test_limit": args.test_limit, "device": "cpu",
-                "region": "relevant_region(calibrated probabilities, reference): predicted or possible (p > 0.1) "
+                "region": "relevant_region(uncalibrated probabilities, reference): predicted or possible (p > 0.1) "
                           "foreground or reference foreground, dilated 3 voxels",
-                "ece_bins": "15 equal-width bins of the predicted class's probability",
+                "ece_bins": "15 equal-width bins of the calibrated probability of the mask's class",
                 "voxels_per_case": VOXELS_PER_CASE, "protocols": {s: PROTOCOLS[s] for s in sets}}
     return settings, {"rows": rows}
 
@@ -189,6 +200,9 @@ def table(env: dict) -> list[str]:
     for name, row in env["results"]["rows"].items():
         budget = row.get("budget") or {}
         spent = f"{budget['minutes']:g} min" if "minutes" in budget else f"{budget.get('iterations_per_epoch')} steps"
+        trained = row.get("training") or {}
+        if "minutes" in budget and trained.get("iterations_done") is not None:
+            spent += f" ({trained['iterations_done']} steps{', starved' if trained.get('starved') else ''})"
         flags = row.get("flags") or {}
         flag_cell = (f"{fmt(flags.get('precision'), 2)} / {fmt(flags.get('recall'), 2)} ({flags.get('flagged')}/"
                      f"{flags.get('bad')})") if flags else "no threshold"
@@ -202,7 +216,10 @@ def table(env: dict) -> list[str]:
                      f"`python -m benchmarks run uncertainty --sets {name} --minutes {budget.get('minutes', 5):g}"
                      f"{limit}` |")
     lines.append("")
-    lines.append("- Region: the reference's foreground added to the predicted or possible foreground, dilated 3 "
-                 "voxels; at most 200k voxels drawn per case. Time: ratio of medians of `medseg.predict` with and "
-                 "without `uncertainty=True`, interleaved rounds, same run and cases.")
+    lines.append("- Region: the reference's foreground added to the predicted or possible foreground (uncalibrated "
+                 "probabilities), dilated 3 voxels; at most 200k voxels drawn per case. ECE: 15 equal-width bins of "
+                 "the calibrated probability of the mask's class. T: the temperature the run kept (1 = none helped "
+                 "on held-out validation voxels, `temperature_choice` in the result says why). Time: ratio of "
+                 "medians of `medseg.predict` with and without `uncertainty=True`, interleaved rounds, same run "
+                 "and cases.")
     return lines
