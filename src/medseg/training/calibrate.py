@@ -4,6 +4,9 @@ in RUN/calibration.json (`medseg.runs.read_calibration`; the Predictor applies i
 
 The rules, and why:
 
+* Probabilities: the final validation's (`finish.ensure_validation` keeps each case's float16
+  probabilities for this), so the cases go through the network once; a case without them (a
+  run validated earlier, `medseg report RUN`) is predicted here, the same way.
 * Voxels: the foreground-relevant region of each validation case
   (`medseg.inference.uncertainty.relevant_region`, the reference's foreground added), at most
   `VOXELS_PER_CASE` of them drawn at random per case (seeded; `VOXELS_IN_ALL` shared out when
