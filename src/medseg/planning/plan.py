@@ -13,6 +13,7 @@ import numpy as np
 from ..atomic import write_text
 from ..errors import MedsegInputError
 from ..nets import select_options
+from .card import card_batch_reason
 from .fingerprint import Fingerprint, compute_fingerprint
 from .rules import (AUTO_IMAGE_SIZE, BASE_WIDTH, DATASET_MEMORY_SHARE, DEFAULT_CPU_MINUTES, GPU_EPOCHS, GPU_ITERATIONS, LOWRES_RATIO,
                     MAX_PATCH, MAX_POOLINGS, MAX_WIDTH, MIN_FEATURE_SIZE, MIN_PATCH_SIDE, MIN_STEPS, MIN_THIN_VOXELS,
@@ -57,9 +58,7 @@ def make_plan(fp: Fingerprint, budget: Budget, model: str = "unet", image_size: 
     reasons["spatial_dims"] = f"the files are {dims}D"
     if budget.device == "cpu" and budget.minutes is None:
         budget = Budget(budget.device, budget.memory_gb, DEFAULT_CPU_MINUTES, budget.threads)
-    plan["budget"] = {"device": budget.device, "memory_gb": round(float(budget.memory_gb), 1),
-                      "minutes": budget.minutes, "threads": budget.threads,
-                      "train_gflops": round(budget.train_gflops(), 1)}
+    plan["budget"] = budget.to_dict()
 
     if dims == 3:
         spacing, why = median_target_spacing(fp)
@@ -123,10 +122,7 @@ def make_plan(fp: Fingerprint, budget: Budget, model: str = "unet", image_size: 
         if image_size is not None:
             shapes = shapes * (image_size / shapes.max(axis=1, keepdims=True)).clip(max=1.0)
         start = list(np.median(shapes, axis=0))
-        if budget.device == "cpu":
-            batch_for = cpu_batch_size
-        else:
-            batch_for = lambda patch: 12  # noqa: E731
+        batch_for = cpu_batch_size  # on a card the card's rule decides (rules.fit_patch)
         fitted = fit_patch(start, spacing, fp, batch_for, budget, model)
 
     patch, features, strides, kernels, batch, estimate = fitted
@@ -137,9 +133,10 @@ def make_plan(fp: Fingerprint, budget: Budget, model: str = "unet", image_size: 
                                 f"in the budget (at least {MIN_STEPS} wanted; larger patches are shrunk)"
                                 if estimate["steps_in_budget"] else ""))
     plan["batch_size"] = batch
-    reasons["batch_size"] = ("2 volumes per step: larger 3D batches cost time without better Dice" if dims == 3 else
-                             "about 256k pixels per step (measured fastest on a CPU)" if budget.device == "cpu"
-                             else "12 images per step on a GPU")
+    reasons["batch_size"] = (card_batch_reason(estimate["card_batch"], plan["budget"]["card"], MIN_STEPS)
+                             if "card_batch" in estimate else
+                             "2 volumes per step: larger 3D batches cost time without better Dice" if dims == 3 else
+                             "about 256k pixels per step (measured fastest on a CPU)")
     plan["model"] = model
     reasons["model"] = ("U-Net with instance norm and strided convolutions: the field's reliable baseline"
                         if model == "unet" else "chosen by the user; patch and widths are sized for it")
@@ -347,9 +344,8 @@ def _estimate_again(plan: dict) -> None:
     old = dict(plan.get("estimate") or {})
     try:
         new = cost_estimate(len(fp["channels"]), len(fp["classes"]), plan["patch_size"], plan["features"],
-                            plan["strides"], plan["kernels"], int(plan["batch_size"]),
-                            Budget(budget["device"], budget.get("memory_gb"), budget.get("minutes"),
-                                   budget.get("threads")), plan.get("model", "unet"))
+                            plan["strides"], plan["kernels"], int(plan["batch_size"]), Budget.from_dict(budget),
+                            plan.get("model", "unet"))
     except (KeyError, TypeError, ValueError, RuntimeError):  # no fingerprint, or a network the counter cannot build
         if old:
             old["network"] = "the planned network, before the user's overrides"

@@ -24,8 +24,11 @@ The rules (docs/plan.md states each with its reason):
   estimated training memory must fit `memory_gb`.
 * **Width**: 16 channels at full resolution on a CPU (wider nets buy less Dice per CPU minute),
   32 on a GPU; doubling per level, capped at 256 / 320.
-* **Batch**: 2 volumes in 3D (nnU-Net's choice; larger batches cost time a CPU does not have); in
-  2D about 256k pixels per batch on a CPU (2-8 images, the most images per second), 12 on a GPU.
+* **Batch**: on a CPU 2 volumes in 3D (nnU-Net's choice; larger batches cost time a CPU does not
+  have) and about 256k pixels in 2D (2-8 images, the most images per second). On a GPU the card's
+  rule (`medseg.planning.card.choose_card_batch`): the batch that amortises the fixed per-step time
+  over enough arithmetic, within the card's memory, nnU-Net's 5 % of the dataset and the steps the
+  time budget must leave.
 * **Normalisation per modality**: CT channels clip to the foreground's 0.5-99.5 percentiles and use
   the dataset's foreground mean and std; everything else is z-scored per case.
 * **Loss**: Dice + cross-entropy.
@@ -33,7 +36,8 @@ The rules (docs/plan.md states each with its reason):
   minutes (nnU-Net's schedule).
 
 Cost estimates come from the network's FLOPs per patch (counted on PyTorch's meta device, so no
-memory is touched) and a measured training throughput of this class of machine. The
+memory is touched) and a training throughput: measured on CPUs, assumed from the card's datasheet
+on GPUs (`medseg.planning.card`). The
 measurements behind the rules are in docs/decisions.md.
 """
 from __future__ import annotations
@@ -47,15 +51,17 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..nets import axis_divisors, build_on_meta, model_divisor, select_options
+from .card import (CUDA_STEP_OVERHEAD_S, Card, card_record, card_throughput, choose_card_batch,
+                   visible_card)
 from .fingerprint import Fingerprint
 
 # Effective training arithmetic (forward + backward) per CPU thread, a little under what the
 # planned U-Nets reach (docs/decisions.md, "The CPU throughput the plan assumes").
 CPU_TRAIN_GFLOPS_PER_THREAD = 40.0
-CUDA_TRAIN_GFLOPS = 20000.0       # a conservative figure for mixed-precision 3D U-Net training
 TRAIN_FLOPS_FACTOR = 3.0          # backward costs about twice the forward pass
-STEP_OVERHEAD_S = 0.05            # optimiser, data hand-over, Python per step
-MIN_STEPS = 1000                  # fewer steps than this and a CPU run does not converge usefully
+STEP_OVERHEAD_S = 0.05            # optimiser, data hand-over, Python per step (a CPU; a card: card.py)
+MIN_STEPS = 1000                  # fewer steps than this and a run does not converge usefully (measured on a CPU)
+TRAIN_SHARE = 0.9                 # share of a time budget spent on training steps
 DEFAULT_CPU_MINUTES = 20.0
 GPU_EPOCHS, GPU_ITERATIONS = 1000, 250
 LOWRES_RATIO = 8.0                # median image at most this many patches (CPU with a budget)
@@ -78,25 +84,49 @@ ACTIVATIONS_PER_LEVEL = 15        # stored activation tensors per level and feat
 
 @dataclass
 class Budget:
-    """What the user can spend: device kind, memory (GB) and wall-clock minutes."""
+    """What the user can spend: device kind, memory (GB) and wall-clock minutes; on CUDA the card
+    (the one torch sees unless given: tests plan for made-up cards)."""
 
     device: str = "cpu"
     memory_gb: float | None = None
     minutes: float | None = None
     threads: int | None = None
+    card: Card | None = None
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"budget device must be cpu or cuda, got {self.device!r}")
+        if self.device == "cuda" and self.card is None:
+            self.card = visible_card()
         if self.memory_gb is None:
-            self.memory_gb = default_memory_gb(self.device)
+            self.memory_gb = self.card.memory_gb if self.card else default_memory_gb(self.device)
         if self.threads is None:
             self.threads = torch.get_num_threads()
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"minutes must be positive, got {self.minutes}")
 
     def train_gflops(self) -> float:
-        return CUDA_TRAIN_GFLOPS if self.device == "cuda" else CPU_TRAIN_GFLOPS_PER_THREAD * self.threads
+        if self.device == "cuda":
+            return card_throughput(self.card)["train_gflops"]
+        return CPU_TRAIN_GFLOPS_PER_THREAD * self.threads
+
+    def step_overhead_s(self) -> float:
+        return CUDA_STEP_OVERHEAD_S if self.device == "cuda" else STEP_OVERHEAD_S
+
+    def train_seconds(self) -> float | None:
+        return self.minutes * 60 * TRAIN_SHARE if self.minutes else None
+
+    def to_dict(self) -> dict:
+        """The budget as a plan records it; on CUDA with the card's figures and what was assumed."""
+        out = {"device": self.device, "memory_gb": round(float(self.memory_gb), 1), "minutes": self.minutes,
+               "threads": self.threads, "train_gflops": round(self.train_gflops(), 1)}
+        if self.device == "cuda":
+            out["card"] = card_record(self.card)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Budget":
+        return cls(d["device"], d.get("memory_gb"), d.get("minutes"), d.get("threads"), Card.from_dict(d.get("card")))
 
 
 def default_memory_gb(device: str) -> float:
@@ -249,7 +279,7 @@ def dataset_memory_gb(fp: Fingerprint, spacing: list[float]) -> float:
 
 
 def step_seconds(gflops_forward: float, batch: int, budget: Budget) -> float:
-    return batch * gflops_forward * TRAIN_FLOPS_FACTOR / budget.train_gflops() + STEP_OVERHEAD_S
+    return batch * gflops_forward * TRAIN_FLOPS_FACTOR / budget.train_gflops() + budget.step_overhead_s()
 
 
 def cost_estimate(in_channels: int, num_classes: int, patch: list[int], features: list[int],
@@ -261,7 +291,7 @@ def cost_estimate(in_channels: int, num_classes: int, patch: list[int], features
     gflops = forward_gflops(in_channels, num_classes, patch, features, strides, kernels, model)
     params = parameter_count(in_channels, num_classes, len(patch), features, strides, kernels, model, patch)
     step = step_seconds(gflops, batch, budget)
-    steps = (budget.minutes * 60 * 0.9 / step) if budget.minutes else None
+    steps = (budget.train_seconds() / step) if budget.minutes else None
     return {"forward_gflops_per_patch": round(gflops, 2), "parameters": params, "step_seconds": round(step, 3),
             "steps_in_budget": int(steps) if steps else None,
             "memory_gb": round(training_memory_gb(patch, batch, features, strides, params), 2)}
@@ -272,23 +302,30 @@ def fit_patch(start: list[float], spacing: list[float], fp: Fingerprint, batch_f
     """Shrink the network until a step fits the budget: the U-Net shrinks its patch along the
     largest physical axis (its CPU width, 16, is already the best per minute); other models
     first halve their widths (down to MIN_BASE_WIDTH), keeping the patch's context, then shrink
-    the patch (docs/decisions.md, "Other models halve their widths first")."""
+    the patch (docs/decisions.md, "Other models halve their widths first"). On a card the batch
+    comes from the card's rule (`card_batch`) instead of `batch_for`."""
     dims = len(start)
+    dataset_voxels = len(fp.cases) * float(np.prod(start))  # nnU-Net's measure: cases x median working shape
     cap = MAX_PATCH[budget.device][dims]
     patch = [min(float(cap), max(float(s), 1.0)) for s in start]
     in_ch, k = len(fp.channel_names), fp.num_classes
     minutes = budget.minutes
     base = BASE_WIDTH[budget.device]
     takes_widths = "features" in model_options(model, [base], [], [], [16] * dims)
+    # on a card a smaller patch buys steps only while the fixed step time leaves room for MIN_STEPS
+    overhead_leaves_room = bool(minutes) and budget.train_seconds() / MIN_STEPS > budget.step_overhead_s()
     while True:
         rounded, features, strides, kernels = network_for_patch(patch, spacing, budget.device, dims, model, base)
         batch = batch_for(rounded)
         gflops = forward_gflops(in_ch, k, rounded, features, strides, kernels, model)
         params = parameter_count(in_ch, k, dims, features, strides, kernels, model, rounded)
+        chosen = card_batch(gflops, rounded, features, strides, params, dataset_voxels, budget) \
+            if budget.device == "cuda" else None
+        batch = chosen.batch if chosen else batch
         step = step_seconds(gflops, batch, budget)
         memory = training_memory_gb(rounded, batch, features, strides, params)
         steps = (minutes * 60 * 0.9 / step) if minutes else None
-        too_slow = budget.device == "cpu" and steps is not None and steps < MIN_STEPS
+        too_slow = steps is not None and steps < MIN_STEPS and (budget.device == "cpu" or overhead_leaves_room)
         too_big = memory > budget.memory_gb
         shrinkable = [a for a in range(dims) if patch[a] > MIN_PATCH_SIDE[dims]]
         narrowable = base > MIN_BASE_WIDTH and takes_widths
@@ -298,6 +335,8 @@ def fit_patch(start: list[float], spacing: list[float], fp: Fingerprint, batch_f
                         "memory_gb": round(memory, 2)}
             if dims == 3:
                 estimate["dataset_memory_gb"] = round(dataset_memory_gb(fp, spacing), 2)
+            if chosen:
+                estimate["card_batch"] = chosen.to_dict()
             return rounded, features, strides, kernels, batch, estimate
         if narrowable and (model != "unet" or not shrinkable):
             base //= 2
@@ -305,6 +344,17 @@ def fit_patch(start: list[float], spacing: list[float], fp: Fingerprint, batch_f
         physical = [patch[a] * spacing[a] for a in shrinkable]
         axis = shrinkable[int(np.argmax(physical))]
         patch[axis] = max(float(MIN_PATCH_SIDE[dims]), patch[axis] * 0.85)
+
+
+def card_batch(gflops: float, patch: list[int], features: list[int], strides: list[list[int]], params: int,
+               dataset_voxels: float, budget: Budget):
+    """`card.choose_card_batch` for one network under a CUDA budget."""
+    return choose_card_batch(gflops * TRAIN_FLOPS_FACTOR, budget.train_gflops(),
+                             patch_gb=training_memory_gb(patch, 1, features, strides, 0),
+                             fixed_gb=training_memory_gb(patch, 0, features, strides, params),
+                             memory_gb=float(budget.memory_gb), patch_voxels=float(np.prod(patch)),
+                             dataset_voxels=dataset_voxels, train_seconds=budget.train_seconds(),
+                             min_steps=MIN_STEPS, overhead_s=budget.step_overhead_s())
 
 
 def lowres_spacing(fp: Fingerprint, spacing: list[float], patch_voxels: float) -> tuple[list[float], float]:
