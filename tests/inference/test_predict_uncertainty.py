@@ -49,6 +49,7 @@ def test_training_stores_the_calibration_and_the_report_draws_it(hippo_run: Path
         assert (hippo_run / "validation" / entry["picture"]).is_file()
     assert "Calibration and uncertainty" in (hippo_run / "report.html").read_text()
     assert record["temperature_choice"] and record["fit"]["choice"]            # the rule's verdict, with reasons
+    assert "Why this temperature" in (hippo_run / "report.html").read_text()
 
 
 def test_the_calibration_reuses_the_validation_probabilities_and_fits_what_a_fresh_pass_fits(

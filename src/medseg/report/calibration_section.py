@@ -68,6 +68,7 @@ def calibration_section(run: Path, tmp: Path) -> str:
                 'fits it on the validation cases when the run folder is writable.</p>')
     facts = {
         "Temperature": f"{_temperature(record)} ({'one per class' if record.get('per_class') else 'one per run'})",
+        "Why this temperature": (record.get("fit") or {}).get("choice", "-"),  # judged on held-out validation cases
         f"ECE before / after ({record.get('ece_bins', 15)} bins)":
             f"{_num(record.get('ece_before'))} / {_num(record.get('ece_after'))}",
         "Voxels judged": f"{record.get('voxels', '-')} ({record.get('voxels') and 'sampled from the ' or ''}"
