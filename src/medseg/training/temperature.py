@@ -23,8 +23,9 @@ The rule, and why:
   moves away from the mask's. One T never moves it; a per-class T does wherever it corrects a
   class the model over- or under-weights (the mask keeps the uncalibrated argmax), so there the
   calibrated probability of the mask's class falls below another's.
-* The kept kind is then refitted on all the validation voxels (more data, the same rule).
-  Fewer than 2 cases leave no held-out half: T = 1.
+* The kept kind is then refitted on all the validation voxels (more data, the same rule); a T
+  at the edge of `T_RANGE` is noted (the NLL wanted it further: a model that knows little there).
+  Fewer than 2 cases (or a half without relevant voxels) leave nothing to judge on: T = 1.
 """
 from __future__ import annotations
 
@@ -49,10 +50,7 @@ def nll(log_probs: torch.Tensor, labels: torch.Tensor, temperature: torch.Tensor
 def mask_class_ece(log_probs: torch.Tensor, labels: torch.Tensor, temperature: torch.Tensor | float | list,
                    bins: int = ECE_BINS) -> float:
     """ECE of the calibrated probability of the mask's class (the uncalibrated argmax)."""
-    predicted = log_probs.argmax(dim=1)
-    probs = torch.softmax(log_probs / torch.as_tensor(temperature), dim=1)
-    confidence = probs.gather(1, predicted[:, None])[:, 0]
-    return expected_calibration_error(confidence.numpy(), (predicted == labels).numpy(), bins)
+    return _ece_against(log_probs, torch.log_softmax(log_probs / torch.as_tensor(temperature), dim=1), labels, bins)
 
 
 def _golden(f, lo: float, hi: float, steps: int = 30) -> float:
@@ -118,11 +116,11 @@ def held_out_scores(samples: list[Sample], kinds: list[str]) -> dict[str, dict]:
     return out
 
 
-def _ece_against(raw: torch.Tensor, calibrated: torch.Tensor, labels: torch.Tensor) -> float:
-    """ECE of `calibrated` log-probabilities' confidence in the class `raw` predicts."""
+def _ece_against(raw: torch.Tensor, calibrated: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """ECE of `calibrated` log-probabilities' confidence in the class `raw` predicts (the mask's)."""
     predicted = raw.argmax(dim=1)
     confidence = calibrated.exp().gather(1, predicted[:, None])[:, 0]
-    return expected_calibration_error(confidence.numpy(), (predicted == labels).numpy())
+    return expected_calibration_error(confidence.numpy(), (predicted == labels).numpy(), bins)
 
 
 def _verdict(held: dict, kind: str) -> str | None:
@@ -141,8 +139,9 @@ def choose_temperature(samples: list[Sample]) -> tuple[list[float], dict]:
                       "rule": "fitted on one half of the validation cases, judged on the other (both ways); "
                               "kept only if held-out ECE and NLL are both below T = 1's; per class only if its "
                               f"held-out NLL is {PER_CLASS_GAIN:.0%} below the single T's and its ECE no higher"}
-    if len(samples) < 2 or log_probs.shape[1] < 2:
-        return [1.0], {**evidence, "choice": "T = 1: fewer than 2 validation cases, no held-out half to judge on"}
+    if len(samples) < 2 or log_probs.shape[1] < 2 or min(sum(len(x[1]) for x in samples[i::2]) for i in (0, 1)) == 0:
+        return [1.0], {**evidence, "choice": "T = 1: fewer than 2 validation cases with relevant voxels, no held-out "
+                                             "half to judge on"}
     kinds = ["none", "single"] + (["per_class"] if len(samples) >= MIN_CASES_PER_CLASS else [])
     held = held_out_scores(samples, kinds)
     evidence["held_out"] = held
