@@ -146,3 +146,27 @@ def test_without_a_visible_card_the_fallback_is_assumed(hippocampus_fp):
     plan = make_plan(hippocampus_fp, Budget("cuda", minutes=3))
     assert plan["budget"]["card"]["name"] is None and plan["budget"]["train_gflops"] == CUDA_TRAIN_GFLOPS
     assert "no card visible" in plan["reasons"]["batch_size"]
+
+
+
+def test_the_device_check_recovers_the_overhead_and_rate_from_patches_per_second(hippocampus_fp, tmp_path):
+    """benchmarks/device_plan.py fits step time = overhead + batch x per-patch time to measured
+    rows: rows made by the model with known figures give those figures back, and the plan's batch
+    is set against batch 2."""
+    import json
+
+    from benchmarks.device_plan import compare, fit_steps
+
+    plan = make_plan(hippocampus_fp, Budget("cuda", minutes=3, card=H200))
+    gflops, rate, overhead = plan["estimate"]["forward_gflops_per_patch"], 120e3, 0.02
+    rows = [{"sampler": "batched", "batch": b, "patches_per_s": b / modelled_step_s(b, 3 * gflops, rate, overhead)}
+            for b in sorted({2, 8, 32, plan["batch_size"]})]
+    assert fit_steps(rows[:1]) is None
+    (tmp_path / "plan.json").write_text(json.dumps({"hippocampus": {"minutes": plan}}))
+    (tmp_path / "train.json").write_text(json.dumps({"patch": plan["patch_size"], "throughput": rows}))
+    result = compare(tmp_path / "plan.json", tmp_path / "train.json", tmp_path / "check.json")
+    assert result["fitted"]["overhead_s"] == pytest.approx(overhead, abs=1e-4)
+    assert result["fitted"]["train_gflops"] == pytest.approx(rate, rel=1e-3)
+    assert result["fitted"]["fraction_of_peak"] == pytest.approx(rate / 989e3, abs=1e-3)
+    assert result["plan_batch"] == plan["batch_size"] and result["chosen_vs_batch_2"] > 1
+    assert result["modelled_patches_per_s"][plan["batch_size"]] == plan["estimate"]["card_batch"]["patches_per_s"]
