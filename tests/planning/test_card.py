@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from helpers import hippocampus_msd
-from medseg.planning import Budget, apply_overrides, compute_fingerprint, make_plan
+from medseg.planning import Budget, apply_overrides, compute_fingerprint, format_plan, make_plan
 from medseg.planning.card import (ACHIEVABLE_FRACTION, BATCH_DATA_SHARE, CUDA_STEP_OVERHEAD_S, CUDA_TRAIN_GFLOPS,
                                   STEP_MEMORY_SHARE, Card, card_throughput, choose_card_batch, modelled_step_s)
 from medseg.planning.rules import MIN_STEPS
+from medseg.report.plan_table import plan_section
 
 H200 = Card("NVIDIA H200", 139.8, 132)
 
@@ -97,6 +98,9 @@ def test_an_h200_trains_the_hippocampus_plan_with_a_larger_batch(hippocampus_fp)
     reason = plan["reasons"]["batch_size"]
     assert reason.startswith(f"{plan['batch_size']} patches per step") and figures["limited_by"] in reason
     assert "not measured" in reason
+    # `medseg plan` prints the card's assumed figures, and the report says which card the plan was made for
+    assert "card: NVIDIA H200: 15% of the H200's 989 dense bf16 TFLOP/s" in format_plan(plan)
+    assert "cuda (NVIDIA H200)" in plan_section(plan)
     # without a time budget (nnU-Net's epochs) the same batch: the steps are fixed, not the minutes
     assert make_plan(hippocampus_fp, Budget("cuda", card=H200))["batch_size"] == plan["batch_size"]
 
@@ -128,6 +132,7 @@ def test_cpu_plans_do_not_look_at_a_card(hippocampus_fp):
     assert cpu["batch_size"] == 2 and cpu["features"][0] == 16
     assert set(cpu["budget"]) == {"device", "memory_gb", "minutes", "threads", "train_gflops"}
     assert "card_batch" not in cpu["estimate"] and "card" not in cpu["reasons"]["batch_size"]
+    assert "card:" not in format_plan(cpu) and "(NVIDIA" not in plan_section(cpu)
 
 
 def test_a_card_plan_keeps_its_card_through_overrides(hippocampus_fp):

@@ -215,9 +215,12 @@ def format_plan(plan: dict) -> str:
              f"{fp.get('channels')}, classes {fp.get('classes')}",
              f"  median shape {fp.get('median_shape')}, spacing {fp.get('median_spacing')} mm, "
              f"anisotropy {fp.get('anisotropy')}; fingerprint took {fp.get('seconds')} s",
-             f"  budget: {plan['budget']}"]
+             f"  budget: { {k: v for k, v in plan['budget'].items() if k != 'card'} }"]
     if fp.get("grouping"):
         lines.insert(-1, f"  {fp['grouping']}")
+    if plan["budget"].get("card"):
+        card = plan["budget"]["card"]
+        lines.append(f"  card: {card['assumed']}; {card['step_overhead_s']:g} s fixed a step")
     for key in ("spatial_dims", "target_spacing", "image_size", "crop_nonzero", "patch_size", "batch_size",
                 "model", "features", "strides", "kernels", "normalization", "loss", "deep_supervision", "minutes",
                 "epochs"):

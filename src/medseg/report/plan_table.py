@@ -53,6 +53,8 @@ def _scheme(spec: dict) -> str:
 
 def _budget(budget: dict) -> str:
     parts = [str(budget.get("device", "?"))]
+    if (budget.get("card") or {}).get("name"):  # a GPU plan: the card it was planned for
+        parts[0] += f" ({budget['card']['name']})"
     if budget.get("memory_gb") is not None:
         parts.append(f"{budget['memory_gb']:g} GB memory")
     if budget.get("threads"):
