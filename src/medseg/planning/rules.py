@@ -19,9 +19,9 @@ The rules (docs/plan.md states each with its reason):
   current spacing is at most twice the finest one and its feature map stays >= `MIN_FEATURE_SIZE`;
   kernels are 3 along axes within twice the finest spacing and 1 along coarser ones.
 * **Patch**: the median (cropped, resampled) shape, rounded up to the pooling's multiple, capped per
-  axis; then shrunk along its largest axis until one training step fits the budget: on a CPU the
-  estimated step time must leave at least `MIN_STEPS` steps in the minutes given, on a GPU the
-  estimated training memory must fit `memory_gb`.
+  axis; then shrunk along its largest axis until one training step fits the budget: the estimated
+  step time must leave at least `MIN_STEPS` steps in the minutes given (on a GPU only while its
+  fixed step time leaves room for them) and the estimated training memory must fit `memory_gb`.
 * **Width**: 16 channels at full resolution on a CPU (wider nets buy less Dice per CPU minute),
   32 on a GPU; doubling per level, capped at 256 / 320.
 * **Batch**: on a CPU 2 volumes in 3D (nnU-Net's choice; larger batches cost time a CPU does not
