@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> tuple[dict, dict]:
             row = measure(name, split, trained, np.random.default_rng(0))
             row["timing"] = timing(trained, split, base / name, 2 if args.quick else args.timing_cases,
                                    1 if args.quick else args.rounds)
-            row.update(set=name, budget=budget)
+            row.update(set=name, budget=budget, test_limit=args.test_limit)
             rows[name] = row
             print(f"   {headline(row)}", flush=True)
     finally:
@@ -195,9 +195,10 @@ def table(env: dict) -> list[str]:
     lines = ["| set | budget | held-out | Dice mean (range) | voxel AUROC (goal ≥ 0.85) | Spearman score–Dice (goal abs ρ ≥ 0.5) "
              "| ECE before → after (goal ≤ ½) | T | flags: precision / recall (flagged/bad) | predict --uncertainty "
              "time | measured | command |", "|---|---|---:|---|---:|---:|---|---|---|---|---|---|"]
-    test_limit = (env.get("settings") or {}).get("test_limit")
-    limit = f" --test-limit {test_limit}" if test_limit else ""
     for name, row in env["results"]["rows"].items():
+        # per row: rows merged from earlier runs keep their own limit (older rows: the envelope's)
+        test_limit = row.get("test_limit", (env.get("settings") or {}).get("test_limit"))
+        limit = f" --test-limit {test_limit}" if test_limit else ""
         budget = row.get("budget") or {}
         spent = f"{budget['minutes']:g} min" if "minutes" in budget else f"{budget.get('iterations_per_epoch')} steps"
         trained = row.get("training") or {}
