@@ -4,12 +4,11 @@ class's colour where the mask has that class and no class colour where it has no
 
 Which mask voxel lies under a screen pixel is niivue's own answer (`screenXY2mm`, the inverse of
 the transform it draws the slices with), taken to the mask's voxels by the mask file's affine:
-a misregistered, flipped or shifted overlay fails. The screenshots are kept
-(tests/serve/artifacts/; docs/serve.png is a copy of the multiplanar one)."""
+a misregistered, flipped or shifted overlay fails. The screenshots are kept in
+tests/serve/artifacts/ (docs/serve.md says how its picture was taken)."""
 from __future__ import annotations
 
 import base64
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -210,7 +209,6 @@ def test_the_page_draws_the_mask_over_the_volume(server, tmp_path):
         page.wait_for_timeout(800)
         page.screenshot(path=str(ARTIFACTS / "serve_page_multiplanar.png"))
         browser.close()
-    shutil.copy(ARTIFACTS / "serve_page_multiplanar.png", Path(__file__).resolve().parents[2] / "docs" / "serve.png")
 
 
 @pytest.mark.slow  # a browser with software WebGL, two trained runs
