@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> tuple[dict, dict]:
             figure = (Path(tempfile.gettempdir()) if args.quick else RESULTS) / f"labelling_{name}.png"
             row["figure"] = plot(row, figure).name
             row.update(steps=args.steps, seeds=args.seeds, k=args.k, initial=args.initial, rounds=args.rounds,
-                       candidates=args.candidates, train=dict(TRAIN[name]))
+                       candidates=args.candidates, test_limit=args.test_limit, train=dict(TRAIN[name]))
             rows[name] = row
     finally:
         if args.work is None:
@@ -197,9 +197,11 @@ def table(env: dict) -> list[str]:
     lines = ["| set | labelled | " + " | ".join(STRATEGIES) + " | setting | command |",
              "|---|---|" + "---:|" * len(STRATEGIES) + "---|---|"]
     for name, row in env["results"]["rows"].items():
+        # per row: rows merged from earlier runs keep their own limit (older rows: the envelope's)
+        test_limit = row.get("test_limit", (env.get("settings") or {}).get("test_limit"))
         cmd = (f"`python -m benchmarks run labelling --sets {name} --seeds {row['seeds']} --rounds {row['rounds']} "
                f"--k {row['k']} --initial {row['initial']} --steps {row['steps']} --candidates {row['candidates']} "
-               f"--test-limit {(env.get('settings') or {}).get('test_limit')}`")
+               f"--test-limit {test_limit}`")
         for i, n in enumerate(row["labelled"]):
             cells = " | ".join(f"{fmt(row['dice_mean'][s][i])} ± {fmt(row['dice_std'][s][i])}" for s in STRATEGIES)
             setting = (f"{row['seeds']} seeds, {row['steps']} steps from scratch per round, {row['candidates']} "
